@@ -1,0 +1,242 @@
+"""tools/: the runner, log parsing, plots, solvers, LMDBs and mean files, drawing, on real Caffe runs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import caffe
+import numpy as np
+import pytest
+from caffe import layers as L
+from caffe import params as P
+from conftest import REPO, write_prototxt
+
+from tools import caffe_runner, lmdb_io, paths
+from tools.parse_log import parse_lines, parse_log, write_csvs
+from tools.plot_log import plot_runs
+from tools.solver import make_solver, read_solver, write_solver
+
+
+def two_test_net(train_src, val_src, path):
+    """Train on one LMDB; two TEST nets (stages 'val' and 'train_subset'), each with accuracy and loss."""
+    tp = dict(scale=1 / 255)
+    n = caffe.NetSpec()
+    n.data, n.label = L.Data(source=str(train_src), backend=P.Data.LMDB, batch_size=32, ntop=2,
+                             transform_param=tp, include=dict(phase=caffe.TRAIN))
+    n.conv = L.Convolution(n.data, num_output=8, kernel_size=5, stride=2, weight_filler=dict(type="xavier"))
+    n.relu = L.ReLU(n.conv, in_place=True)
+    n.fc = L.InnerProduct(n.relu, num_output=10, weight_filler=dict(type="xavier"))
+    n.accuracy = L.Accuracy(n.fc, n.label, include=dict(phase=caffe.TEST))
+    n.loss = L.SoftmaxWithLoss(n.fc, n.label)
+    net = n.to_proto()
+    for i, (stage, src) in enumerate((("val", val_src), ("train_subset", train_src))):
+        t = caffe.NetSpec()
+        t.data, t.label = L.Data(source=str(src), backend=P.Data.LMDB, batch_size=50, ntop=2, transform_param=tp,
+                                 include=dict(phase=caffe.TEST, stage=stage))
+        net.layer.insert(1 + i, t.to_proto().layer[0])
+    return write_prototxt(path, net)
+
+
+def solver_for(tmp_path, net, max_iter, snapshot=0, test_interval=10):
+    return write_solver(make_solver(
+        net=str(net), base_lr=0.01, momentum=0.9, lr_policy="step", gamma=0.5, stepsize=30, max_iter=max_iter,
+        display=5, test_iter=[2, 2], test_state=[{"stage": ["val"]}, {"stage": ["train_subset"]}],
+        test_interval=test_interval, snapshot=snapshot, snapshot_prefix=str(tmp_path / "snap"), random_seed=7,
+        solver_mode="CPU"), tmp_path / "solver.prototxt")
+
+
+@pytest.fixture
+def two_test_solver(tmp_path, small_lmdb):
+    net = two_test_net(small_lmdb / "train_lmdb", small_lmdb / "test_lmdb", tmp_path / "net.prototxt")
+    return solver_for(tmp_path, net, max_iter=60)
+
+
+def test_parse_log_two_test_nets_and_outputs(tmp_path, two_test_solver):
+    result = caffe_runner.train(two_test_solver, tmp_path / "train.log", progress=False)
+    assert result.final_iter == 60 and not result.already_done
+    log = parse_log(tmp_path / "train.log")
+    assert [r["NumIters"] for r in log.train] == list(range(0, 60, 5))
+    assert len(log.tests) == 2
+    for table in log.tests:
+        assert [r["NumIters"] for r in table] == [0, 10, 20, 30, 40, 50, 60]
+        assert all({"accuracy", "loss", "LearningRate", "Seconds"} <= r.keys() for r in table)
+    # step policy: lr halves every 30 iterations, and the table says so at the right iterations
+    lr = {r["NumIters"]: r["LearningRate"] for r in log.train}
+    assert lr[25] == pytest.approx(0.01) and lr[30] == pytest.approx(0.005) and lr[55] == pytest.approx(0.005)
+    secs = [r["Seconds"] for r in log.train]
+    assert secs == sorted(secs) and secs[-1] > 0
+    assert log.tests[1][-1]["accuracy"] > log.tests[1][0]["accuracy"]  # it learned
+    files = write_csvs(log, tmp_path, "train.log")
+    assert [f.name for f in files] == ["train.log.train", "train.log.test", "train.log.test1"]
+    header = files[1].read_text().splitlines()[0]
+    assert header == "NumIters,Seconds,LearningRate,accuracy,loss"
+
+
+GLOG_SAMPLE = """\
+I1231 23:59:59.500000  1 solver.cpp:218] Iteration 0 (0 iter/s, 0.1s/10 iters), loss = 2.5
+I1231 23:59:59.500000  1 solver.cpp:237]     Train net output #0: loss = 2.5 (* 1 = 2.5 loss)
+I1231 23:59:59.500000  1 sgd_solver.cpp:105] Iteration 0, lr = 0.1
+I0101 00:00:01.000000  1 solver.cpp:330] Iteration 10, Testing net (#0)
+I0101 00:00:01.000000  1 solver.cpp:397]     Test net output #0: accuracy = 0.25
+I0101 00:00:01.500000  1 solver.cpp:218] Iteration 10 (9 iter/s, 1s/10 iters), loss = 1.5
+I0101 00:00:01.500000  1 solver.cpp:237]     Train net output #0: loss = 1.5 (* 1 = 1.5 loss)
+I0101 00:00:01.500000  1 sgd_solver.cpp:105] Iteration 10, lr = 0.01
+"""
+
+
+def test_parse_log_known_answer_across_new_year():
+    log = parse_lines(GLOG_SAMPLE.splitlines())
+    assert log.train == [
+        {"NumIters": 0, "Seconds": 0.0, "LearningRate": 0.1, "loss": 2.5},
+        {"NumIters": 10, "Seconds": 2.0, "LearningRate": 0.01, "loss": 1.5},
+    ]
+    assert log.tests == [[{"NumIters": 10, "Seconds": 1.5, "LearningRate": 0.01, "accuracy": 0.25}]]
+
+
+def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
+    net = two_test_net(small_lmdb / "train_lmdb", small_lmdb / "test_lmdb", tmp_path / "net.prototxt")
+    solver = solver_for(tmp_path, net, max_iter=400, test_interval=100)
+    log = tmp_path / "train.log"
+    cmd = [sys.executable, "-m", "tools.caffe_runner", str(solver), "--log", str(log)]
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and "Iteration 40 " in log.read_text()):
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)  # what Ctrl-C does to the runner
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode != 0 and "run the same command again to resume" in out, out
+    snaps = list(tmp_path.glob("snap_iter_*.solverstate"))
+    assert len(snaps) == 1, "Caffe snapshots when SIGINT stops it"
+    stopped_at = caffe_runner.latest_snapshot(solver)[1]
+    assert 40 <= stopped_at < 400
+
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"iterations {stopped_at}..400" in second.stdout
+    text = log.read_text()
+    assert "Resuming from" in text
+    table = parse_log(log).train
+    iters = [r["NumIters"] for r in table]
+    assert iters == list(range(0, 400, 5)), "one row per display, no gaps or repeats across the resume"
+    assert caffe_runner.latest_snapshot(solver)[1] == 400
+    # a third call finds training complete and runs nothing
+    again = caffe_runner.train(solver, log, progress=False)
+    assert again.already_done and again.final_iter == 400
+
+
+def test_gpu_on_cpu_build_fails_before_caffe_starts(tmp_path, two_test_solver):
+    if paths.is_gpu_build():
+        pytest.skip("this is a GPU build")
+    with pytest.raises(caffe_runner.CaffeError, match="CPU-only Caffe build.*CAFFE_GPU=1"):
+        caffe_runner.train(two_test_solver, tmp_path / "gpu.log", gpu="0", progress=False)
+    assert not (tmp_path / "gpu.log").exists()
+
+
+def test_solver_roundtrip(tmp_path):
+    s = make_solver(net="a.prototxt", base_lr=0.001, lr_policy="step", stepsize=100, gamma=0.1, max_iter=500,
+                    test_iter=[10, 5], test_state=[{"stage": ["val"]}, {"stage": ["train_subset"]}],
+                    snapshot_prefix="out/snap", solver_mode="CPU", random_seed=3)
+    path = write_solver(s, tmp_path / "solver.prototxt")
+    back = read_solver(path)
+    assert back == s
+    assert list(back.test_iter) == [10, 5] and back.test_state[1].stage == ["train_subset"]
+    assert 'stage: "val"' in path.read_text()
+    (tmp_path / "bad.prototxt").write_text("base_lr: 0.1\nmax_itr: 5\n")
+    with pytest.raises(ValueError, match="bad.prototxt.*max_itr"):
+        read_solver(tmp_path / "bad.prototxt")
+
+
+def test_lmdb_roundtrip_order_and_shuffle(tmp_path, rng):
+    images = rng.randint(0, 256, size=(30, 3, 5, 7)).astype(np.uint8)
+    labels = np.arange(30) % 10
+    lmdb_io.write_arrays(tmp_path / "plain", images, labels)
+    back = list(lmdb_io.read_lmdb(tmp_path / "plain"))
+    assert len(back) == 30 and lmdb_io.count(tmp_path / "plain") == 30
+    for (img, lab), want, want_label in zip(back, images, labels, strict=True):
+        np.testing.assert_array_equal(img, want)
+        assert lab == want_label
+    lmdb_io.write_arrays(tmp_path / "shuffled", images, labels, shuffle_seed=5)
+    order = np.random.RandomState(5).permutation(30)
+    again = list(lmdb_io.read_lmdb(tmp_path / "shuffled"))
+    np.testing.assert_array_equal(np.stack([a for a, _ in again]), images[order])
+
+
+def test_lmdb_map_grows(tmp_path, monkeypatch, rng):
+    monkeypatch.setattr(lmdb_io, "INITIAL_MAP_SIZE", 1 << 16)  # 64 KiB: far too small for 1.5 MB
+    images = rng.randint(0, 256, size=(500, 3, 32, 32)).astype(np.uint8)
+    lmdb_io.write_arrays(tmp_path / "big", images, np.zeros(500, int))
+    assert lmdb_io.count(tmp_path / "big") == 500
+
+
+def test_encoded_lmdb_read_back_and_by_caffe(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    lmdb_io.write_encoded(tmp_path / "enc", [tmp_path / "red.png"] * 4, [3] * 4)
+    img, label = next(lmdb_io.read_lmdb(tmp_path / "enc"))
+    assert label == 3 and img.shape == (3, 8, 8) and img[2].min() == 200 and img[0].max() == 0  # BGR
+    n = caffe.NetSpec()
+    n.data, n.label = L.Data(source=str(tmp_path / "enc"), backend=P.Data.LMDB, batch_size=2, ntop=2)
+    net = caffe.Net(str(write_prototxt(tmp_path / "net.prototxt", n.to_proto())), caffe.TEST)
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["data"].data[0], img)
+
+
+def test_mean_binaryproto_and_npy_agree_with_numpy(tmp_path, rng):
+    images = rng.randint(0, 256, size=(50, 3, 6, 4)).astype(np.uint8)
+    lmdb_io.write_arrays(tmp_path / "db", images, np.zeros(50, int))
+    mean = lmdb_io.compute_mean(tmp_path / "db", tmp_path / "mean.binaryproto")
+    expected = images.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(mean, expected, rtol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "mean.npy"), expected, rtol=1e-5)
+    np.testing.assert_allclose(lmdb_io.read_binaryproto(tmp_path / "mean.binaryproto"), expected, rtol=1e-5)
+
+
+def test_mean_of_a_missing_lmdb_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="compute_image_mean failed on .*nowhere"):
+        lmdb_io.compute_mean(tmp_path / "nowhere", tmp_path / "m.binaryproto")
+    assert not (tmp_path / "m.binaryproto").exists()
+
+
+def test_plot_runs_png_and_csv(tmp_path, two_test_solver):
+    caffe_runner.train(two_test_solver, tmp_path / "a.log", progress=False)
+    log = parse_log(tmp_path / "a.log")
+    out = plot_runs({"a": log, "b": log}, "loss", tmp_path / "fig.png", test_nets=["val", "train_subset"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "fig.csv").read_text().splitlines()
+    assert rows[0] == "run,phase,NumIters,Seconds,loss"
+    phases = {tuple(r.split(",")[:2]) for r in rows[1:]}
+    assert phases == {(r, p) for r in "ab" for p in ("train", "val", "train_subset")}
+    with pytest.raises(ValueError, match="no run has an output named 'top5'"):
+        plot_runs({"a": log}, "top5", tmp_path / "x.png")
+
+
+def test_cli_plot_log_and_parse_log(tmp_path, two_test_solver):
+    caffe_runner.train(two_test_solver, tmp_path / "run.log", progress=False)
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    subprocess.run([sys.executable, "-m", "tools.plot_log", str(tmp_path / "run.log"), "--metric", "accuracy",
+                    "--out", str(tmp_path / "acc.png")], cwd=REPO, check=True, env=env, capture_output=True)
+    assert (tmp_path / "acc.png").exists() and (tmp_path / "acc.csv").exists()
+    subprocess.run([sys.executable, "-m", "tools.parse_log", str(tmp_path / "run.log")], cwd=REPO, check=True,
+                   capture_output=True)
+    assert (tmp_path / "run.log.train").exists() and (tmp_path / "run.log.test1").exists()
+    bad = subprocess.run([sys.executable, "-m", "tools.plot_log", str(tmp_path / "missing.log"), "--out", "x.png"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "no such log" in bad.stderr
+
+
+def test_draw_net(tmp_path, two_test_solver):
+    out = subprocess.run([sys.executable, "-m", "tools.draw_net", str(tmp_path / "net.prototxt"),
+                          str(tmp_path / "net.png")], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "net.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("module", ["tools.caffe_runner", "tools.parse_log", "tools.plot_log", "tools.draw_net"])
+def test_cli_help(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and "usage:" in out.stdout

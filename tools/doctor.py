@@ -1,0 +1,91 @@
+"""`make doctor`: what this toolkit has to work with, and the exact fix for what is missing.
+
+Exits non-zero when something the toolkit needs is missing (Caffe, pycaffe, its tools, Graphviz,
+the offline dataset); data and weights that only some commands need are listed with the command that
+fetches them, without failing.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from tools import paths
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def check(required, name, ok, detail, fix=""):
+    mark = "ok  " if ok else ("FAIL" if required else "--  ")
+    print(f"  [{mark}] {name:<22} {detail}")
+    if not ok and fix:
+        print(f"         fix: {fix}")
+    return ok or not required
+
+
+def main() -> int:
+    good = True
+    print("Caffe")
+    try:
+        prefix = paths.caffe_prefix()
+        caffe_bin = paths.caffe_tool("caffe")
+        version = subprocess.run([caffe_bin, "--version"], capture_output=True, text=True, env=paths.caffe_env())
+        good &= check(True, "caffe binary", version.returncode == 0, f"{version.stdout.strip()} ({caffe_bin})",
+                      "make setup")
+        info = paths.build_info()
+        good &= check(True, "install", True, str(prefix))
+        build = "GPU (CUDA)" if paths.is_gpu_build() else "CPU only"
+        check(False, "build", True, f"{build}; {info.get('variant', '')}; built {info.get('built', '?')}")
+        flags = info.get("cmake_flags", "")
+        blas = next((f.split("=", 1)[1] for f in flags.split() if f.startswith("-DBLAS=")), "unknown")
+        threads = os.environ.get("OPENBLAS_NUM_THREADS", f"all {os.cpu_count()} cores")
+        check(False, "BLAS", True, f"{blas} ({'OpenBLAS' if blas == 'Open' else blas}), threads: {threads}")
+        for tool in ("compute_image_mean", "convert_imageset", "upgrade_net_proto_text"):
+            try:
+                good &= check(True, tool, True, str(paths.caffe_tool(tool)))
+            except paths.SetupError as e:
+                good &= check(True, tool, False, str(e), "make setup")
+    except paths.SetupError as e:
+        good &= check(True, "caffe", False, str(e), "make setup")
+    try:
+        import caffe
+
+        check(True, "pycaffe", True, f"import caffe -> {caffe.__file__}")
+        import google.protobuf
+        import numpy
+
+        check(False, "python", True, f"{sys.version.split()[0]}, numpy {numpy.__version__}, "
+              f"protobuf {google.protobuf.__version__}")
+    except Exception as e:  # noqa: BLE001 - any import failure is the thing to report
+        good &= check(True, "pycaffe", False, f"import caffe failed: {e}", "make setup")
+
+    print("GPUs")
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip() or "none listed"
+        check(False, "nvidia-smi", True, out.replace("\n", "; "))
+    else:
+        check(False, "nvidia-smi", False, "no NVIDIA driver on this machine: CPU only")
+
+    print("Tools")
+    good &= check(True, "graphviz dot", bool(shutil.which("dot")), shutil.which("dot") or "missing",
+                  "apt-get install graphviz (make setup does)")
+
+    print("Data and weights")
+    fm = os.path.isfile(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz"))
+    good &= check(True, "Fashion-MNIST", fm, FASHION_MNIST, "apt-get install dataset-fashion-mnist (make setup does)")
+    optional = [
+        ("CIFAR-10", paths.DATA / "cifar10" / "cifar-10-python.tar.gz", "make q1 DATASET=cifar10 (downloads it)"),
+        ("WikiArt images", paths.DATA / "wikiart" / "train.txt", "python q2_wikiart_finetune/download_wikiart.py"),
+        ("ImageNet mean", paths.DATA / "ilsvrc12" / "imagenet_mean.binaryproto", "python -m tools.get_ilsvrc_aux"),
+        ("AlexNet weights", paths.MODELS / "bvlc_alexnet" / "bvlc_alexnet.caffemodel",
+         "python -m tools.download_model bvlc_alexnet"),
+    ]
+    for name, path, fix in optional:
+        check(False, name, path.exists(), str(path.relative_to(paths.REPO)) if path.exists() else "not present", fix)
+    print("doctor: all required parts present" if good else "doctor: something required is missing (see fix lines)")
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

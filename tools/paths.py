@@ -1,0 +1,81 @@
+"""Where things are: the clone's folders, the Caffe install that `make setup` wired in, its binaries."""
+
+import os
+import shutil
+import sys
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TOOLKIT_DATA", REPO / "data"))
+MODELS = REPO / "models"
+RESULTS = Path(os.environ.get("TOOLKIT_RESULTS", REPO / "results"))
+
+
+class SetupError(RuntimeError):
+    """Caffe or a dependency is missing; the message says how to fix it."""
+
+
+@cache
+def caffe_prefix() -> Path:
+    """The Caffe install in use: CAFFE_ROOT, else the one `make setup` recorded in the venv."""
+    if os.environ.get("CAFFE_ROOT"):
+        return Path(os.environ["CAFFE_ROOT"])
+    recorded = Path(sys.prefix) / "caffe-prefix"
+    if recorded.exists():
+        return Path(recorded.read_text().strip())
+    raise SetupError("no Caffe install recorded in this Python environment: run `make setup`")
+
+
+def caffe_python_dir() -> Path:
+    for d in (caffe_prefix() / "lib/python3/dist-packages", caffe_prefix() / "python"):
+        if (d / "caffe").is_dir():
+            return d
+    raise SetupError(f"{caffe_prefix()} has no pycaffe: rerun `make setup`")
+
+
+def caffe_tool(name: str = "caffe") -> Path:
+    """A Caffe binary (caffe, compute_image_mean, convert_imageset, ...)."""
+    for candidate in (Path(sys.prefix) / "bin" / name, caffe_prefix() / "bin" / name):
+        if candidate.exists():
+            return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise SetupError(f"Caffe tool '{name}' not found in {caffe_prefix()}/bin: run `make setup`")
+
+
+@cache
+def build_info() -> dict[str, str]:
+    """key=value lines that build_caffe.sh wrote into the prefix (variant, flags, date)."""
+    marker = caffe_prefix() / ".complete"
+    if not marker.exists():
+        return {"variant": "unknown (CAFFE_ROOT install)"}
+    return dict(line.split("=", 1) for line in marker.read_text().splitlines() if "=" in line)
+
+
+def is_gpu_build() -> bool:
+    variant = build_info().get("variant", "")
+    if variant.startswith("unknown"):
+        # A Caffe we did not build: a CUDA libcaffe names the CUDA runtime it links.
+        return any(b"libcudart" in lib.read_bytes() for lib in (caffe_prefix() / "lib").glob("libcaffe.so*"))
+    return variant.startswith("gpu")
+
+
+def caffe_env(extra_pythonpath=()) -> dict[str, str]:
+    """Environment for the `caffe` binary.
+
+    The binary embeds the interpreter it was linked with, not this venv, so a `Python` layer only
+    imports when the venv's site-packages, pycaffe and the repo are on PYTHONPATH.
+    """
+    import sysconfig
+
+    env = dict(os.environ)
+    parts = [str(p) for p in extra_pythonpath]
+    parts += [str(REPO), str(caffe_python_dir()), sysconfig.get_paths()["purelib"]]
+    if env.get("PYTHONPATH"):
+        parts.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["GLOG_logtostderr"] = "1"  # glog would otherwise also write files into /tmp
+    env["GLOG_minloglevel"] = "0"  # progress and log parsing read the INFO lines
+    return env

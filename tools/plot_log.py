@@ -1,0 +1,116 @@
+"""Curves of several training runs on one figure: train faint, test bold, one colour per run.
+
+    python -m tools.plot_log a.log b.log --metric loss --out fig.png
+
+Writes the PNG for people and `fig.csv` beside it (run, phase, NumIters, Seconds, value) for tools.
+"""
+
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tools.fileio import atomic_path  # noqa: E402
+from tools.parse_log import Log, parse_log  # noqa: E402
+
+TEST_STYLES = ["-", "--", ":", "-."]
+
+
+def curves(runs: dict[str, Log], metric: str, test_nets=None, train=True):
+    """(run, phase, xs, seconds, ys) for every table that has `metric`; phases 'train', then test names."""
+    out = []
+    for name, log in runs.items():
+        if train and any(metric in r for r in log.train):
+            rows = [r for r in log.train if metric in r]
+            out.append((name, "train", [r["NumIters"] for r in rows], [r["Seconds"] for r in rows],
+                        [r[metric] for r in rows]))
+        for k, table in enumerate(log.tests):
+            rows = [r for r in table if metric in r]
+            if not rows:
+                continue
+            phase = test_nets[k] if test_nets and k < len(test_nets) else ("test" if k == 0 else f"test{k}")
+            out.append((name, phase, [r["NumIters"] for r in rows], [r["Seconds"] for r in rows],
+                        [r[metric] for r in rows]))
+    return out
+
+
+def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, title=None, train=True,
+              ylabel=None, logy=False) -> Path:
+    """One figure of `metric` against iterations for every run; returns the PNG path (CSV beside it)."""
+    out = Path(out)
+    data = curves(runs, metric, test_nets, train)
+    if not data:
+        raise ValueError(f"no run has an output named '{metric}' (have: {_outputs(runs)})")
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    colours = {name: f"C{i}" for i, name in enumerate(runs)}
+    phases = [p for p in dict.fromkeys(d[1] for d in data) if p != "train"]
+    for name, phase, xs, _, ys in data:
+        if phase == "train":
+            ax.plot(xs, ys, color=colours[name], alpha=0.3, linewidth=1, label=f"{name} (train)")
+        else:
+            style = TEST_STYLES[phases.index(phase) % len(TEST_STYLES)]
+            ax.plot(xs, ys, style, color=colours[name], linewidth=2.2, label=f"{name} ({phase})")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel or metric)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title or f"{metric} against iterations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2 if len(data) > 6 else 1)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    with atomic_path(out.with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "phase", "NumIters", "Seconds", metric])
+        for name, phase, xs, secs, ys in data:
+            w.writerows([name, phase, x, s, y] for x, s, y in zip(xs, secs, ys, strict=True))
+    return out
+
+
+def _outputs(runs):
+    names = set()
+    for log in runs.values():
+        for table in [log.train, *log.tests]:
+            for row in table:
+                names.update(k for k in row if k not in ("NumIters", "Seconds", "LearningRate"))
+    return ", ".join(sorted(names)) or "none"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.plot_log",
+        description="Plot loss or accuracy against iterations for several Caffe logs on one figure "
+        "(train faint, test bold); writes OUT.png and OUT.csv.",
+    )
+    ap.add_argument("logs", nargs="+", help="logs written by `caffe train`")
+    ap.add_argument("--metric", default="loss", help="net output to plot (default: loss)")
+    ap.add_argument("--out", required=True, help="PNG to write; the CSV goes beside it")
+    ap.add_argument("--names", nargs="+", help="run names for the legend (default: the logs' folder names)")
+    ap.add_argument("--test-nets", nargs="+", help="names of the test nets in order, e.g. val train_subset")
+    ap.add_argument("--no-train", action="store_true", help="leave out the training curves")
+    ap.add_argument("--title")
+    a = ap.parse_args(argv)
+    paths = [Path(p) for p in a.logs]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"error: no such log: {', '.join(missing)}")
+    names = a.names or [p.parent.name if p.stem in ("train", "log") else p.stem for p in paths]
+    if len(names) != len(paths):
+        raise SystemExit(f"error: {len(paths)} logs but {len(names)} --names")
+    try:
+        out = plot_runs({n: parse_log(p) for n, p in zip(names, paths, strict=True)}, a.metric, a.out,
+                        test_nets=a.test_nets, title=a.title, train=not a.no_train)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(out)
+    print(out.with_suffix(".csv"))
+
+
+if __name__ == "__main__":
+    main()

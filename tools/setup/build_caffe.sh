@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build BVLC Caffe from Debian's source package and install it into PREFIX.
+#
+#   build_caffe.sh PREFIX      (PYTHON_FOR_CAFFE: the venv's python; CAFFE_GPU=1: CUDA build)
+#
+# The source comes from the Debian archive the machine's apt already uses, through a private apt
+# configuration (own sources file, lists and cache), so the machine's apt sources stay untouched.
+# dpkg-source applies Debian's patches (Python 3, boost-python naming, BLAS); patches/ holds ours.
+# Everything happens in a staging folder; PREFIX appears only once the build is complete.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/setup/common.sh
+source "$here/common.sh"
+
+prefix=${1:?usage: build_caffe.sh PREFIX}
+python=${PYTHON_FOR_CAFFE:-python3}
+logs=$CAFFE_CACHE/logs
+mkdir -p "$logs" "$CAFFE_CACHE/apt/lists/partial" "$CAFFE_CACHE/apt/cache/archives/partial" "$CAFFE_CACHE/src"
+
+# ---- the Debian mirror this machine's apt uses (never a host name written in the repo) ----------
+debian_mirror() {
+  if [[ -n ${DEBIAN_MIRROR:-} ]]; then echo "$DEBIAN_MIRROR"; return; fi
+  local codename
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  apt-get indextargets --format '$(ORIGIN) $(CODENAME) $(REPO_URI)' 2>/dev/null |
+    awk -v c="$codename" '$1 == "Debian" && $2 == c { print $3; exit }'
+}
+
+fetch_source() {
+  local dsc=$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc log=$logs/fetch-source.log
+  if [[ -f $dsc ]]; then return; fi
+  local mirror
+  mirror=$(debian_mirror)
+  [[ -n $mirror ]] ||
+    die "finding the Debian mirror" "-" "run 'apt-get update' once, or set DEBIAN_MIRROR=<your Debian mirror URL>"
+  step "fetching caffe=$CAFFE_DEB_VERSION source from $mirror ($CAFFE_DEB_SUITE)"
+  echo "deb-src ${mirror%/} $CAFFE_DEB_SUITE main" >"$CAFFE_CACHE/apt/sources.list"
+  local apt=(apt-get -o "Dir::Etc::SourceList=$CAFFE_CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$CAFFE_CACHE/apt/lists" -o "Dir::Cache=$CAFFE_CACHE/apt/cache"
+    -o APT::Sandbox::User=root)
+  {
+    "${apt[@]}" update &&
+      (cd "$CAFFE_CACHE/src" && "${apt[@]}" source --download-only "caffe=$CAFFE_DEB_VERSION")
+  } >"$log" 2>&1 || die "fetching the Caffe source package" "$log" \
+    "check that the mirror serves '$CAFFE_DEB_SUITE' (or set DEBIAN_MIRROR), then rerun make setup"
+}
+
+python_cmake_flags() {
+  # Point CMake at the venv's own interpreter, headers and libpython, so pycaffe is compiled for the
+  # numpy it will run with and no second libpython gets linked in.
+  "$python" - <<'EOF'
+import os, sys, sysconfig
+libdir, ldlib = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+lib = os.path.join(libdir, ldlib)
+if not lib.endswith(".so") or not os.path.exists(lib):
+    sys.exit(f"{sys.executable} has no shared libpython ({lib}); use a Python built with --enable-shared")
+print(f"-DPYTHON_EXECUTABLE={sys.executable}")
+print(f"-DPYTHON_LIBRARY={lib}")
+print(f"-DPYTHON_INCLUDE_DIR={sysconfig.get_paths()['include']}")
+EOF
+}
+
+fetch_source
+
+staging=$(mktemp -d "$CAFFE_CACHE/build.XXXXXX")
+trap 'rm -rf "$staging"' EXIT
+src=$staging/src
+
+step "unpacking and patching"
+log=$logs/patch.log
+(
+  dpkg-source -x "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc" "$src" &&
+    for p in "$here"/patches/*.patch; do
+      echo "== $p" && patch -d "$src" -p1 --forward --batch <"$p" || exit 1
+    done
+) >"$log" 2>&1 || die "unpacking/patching the Caffe source" "$log" \
+  "a patch in tools/setup/patches no longer applies to caffe=$CAFFE_DEB_VERSION: refresh it"
+
+step "configuring (cmake)"
+log=$logs/cmake.log
+pyflags_text=$(python_cmake_flags 2>"$log") ||
+  die "finding Python for the build" "$log" "see the log; PYTHON=/path/to/python3 picks another interpreter"
+mapfile -t pyflags <<<"$pyflags_text"
+read -ra flags <<<"$(caffe_cmake_flags | tr '\n' ' ')"
+flags+=(-DCMAKE_INSTALL_PREFIX="$prefix" "${pyflags[@]}")
+mkdir -p "$staging/build"
+(cd "$staging/build" && cmake "${flags[@]}" "$src") >>"$log" 2>&1 ||
+  die "cmake" "$log" "install the missing -dev package the log names (see tools/setup/debian-packages.txt)"
+
+step "compiling with $(nproc) jobs (log: $logs/build.log)"
+log=$logs/build.log
+make -C "$staging/build" -j"$(nproc)" all >"$log" 2>&1 ||
+  die "compiling Caffe" "$log" "the first 'error:' in the log names the file; fix it with a patch in tools/setup/patches"
+
+step "installing"
+log=$logs/install.log
+make -C "$staging/build" install DESTDIR="$staging/dest" >"$log" 2>&1 ||
+  die "make install" "$log" "see the log"
+staged=$staging/dest$prefix
+LD_LIBRARY_PATH=$staged/lib "$staged/bin/caffe" --version >>"$log" 2>&1 ||
+  die "running the built caffe binary" "$log" "see the log"
+{
+  echo "caffe_deb_version=$CAFFE_DEB_VERSION"
+  echo "variant=$([[ ${CAFFE_GPU:-0} == 1 ]] && echo "gpu sm_$(cuda_arch)" || echo cpu)"
+  echo "cmake_flags=${flags[*]}"
+  echo "built=$(date -u +%FT%TZ)"
+} >"$staged/.complete"
+rm -rf "$prefix" # a leftover without .complete is never reused
+mkdir -p "$(dirname "$prefix")"
+mv "$staged" "$prefix"
+step "installed $prefix"
