@@ -69,7 +69,7 @@ def gpu_args(gpu) -> list[str]:
 
 def latest_snapshot(solver_path, cwd=paths.REPO) -> tuple[Path, int] | None:
     """The newest `<snapshot_prefix>_iter_N.solverstate` of a solver, with N."""
-    solver = read_solver(solver_path)
+    solver = read_solver(Path(cwd) / solver_path)
     if not solver.snapshot_prefix:
         return None
     prefix = Path(cwd) / solver.snapshot_prefix
@@ -153,7 +153,7 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, cw
     solverstate, as Caffe refuses `-weights` together with `-snapshot`.
     """
     solver = Path(solver)
-    max_iter = read_solver(solver).max_iter
+    max_iter = read_solver(Path(cwd) / solver).max_iter  # a relative path is relative to cwd, as for Caffe
     start, resumed_from = 0, None
     if snapshot is None and resume:
         latest = latest_snapshot(solver, cwd)

@@ -52,6 +52,7 @@ def _write(path, datums, count: int) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=True, lock=True)
     batch, index = [], 0
 
@@ -109,6 +110,22 @@ def write_encoded(path, files_or_bytes, labels, shuffle_seed=None) -> Path:
             yield encoded_datum(data, labels[i])
 
     return _write(path, datums(), len(order))
+
+
+def write_features(path, features: np.ndarray, labels) -> Path:
+    """Float feature vectors (N, D) as D x 1 x 1 float Datums, which a `Data` layer reads as (batch, D, 1, 1)."""
+    features = np.asarray(features, np.float32)
+    pb2 = _caffe_pb2()
+
+    def datums():
+        for vector, label in zip(features, labels, strict=True):
+            d = pb2.Datum()
+            d.channels, d.height, d.width = vector.size, 1, 1
+            d.float_data.extend(vector.tolist())
+            d.label = int(label)
+            yield d
+
+    return _write(path, datums(), len(features))
 
 
 def decode_datum(datum) -> np.ndarray:

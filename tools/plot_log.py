@@ -20,8 +20,9 @@ from tools.parse_log import Log, parse_log  # noqa: E402
 TEST_STYLES = ["-", "--", ":", "-."]
 
 
-def curves(runs: dict[str, Log], metric: str, test_nets=None, train=True):
-    """(run, phase, xs, seconds, ys) for every table that has `metric`; phases 'train', then test names."""
+def curves(runs: dict[str, Log], metric: str, test_nets=None, train=True, test_indices=None):
+    """(run, phase, xs, seconds, ys) for every table that has `metric`; phases 'train', then test names.
+    `test_indices` keeps only those test nets (default: all)."""
     out = []
     for name, log in runs.items():
         if train and any(metric in r for r in log.train):
@@ -30,7 +31,7 @@ def curves(runs: dict[str, Log], metric: str, test_nets=None, train=True):
                         [r[metric] for r in rows]))
         for k, table in enumerate(log.tests):
             rows = [r for r in table if metric in r]
-            if not rows:
+            if not rows or (test_indices is not None and k not in test_indices):
                 continue
             phase = test_nets[k] if test_nets and k < len(test_nets) else ("test" if k == 0 else f"test{k}")
             out.append((name, phase, [r["NumIters"] for r in rows], [r["Seconds"] for r in rows],
@@ -38,11 +39,11 @@ def curves(runs: dict[str, Log], metric: str, test_nets=None, train=True):
     return out
 
 
-def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, title=None, train=True,
-              ylabel=None, logy=False) -> Path:
+def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, test_indices=None, title=None,
+              train=True, ylabel=None, logy=False) -> Path:
     """One figure of `metric` against iterations for every run; returns the PNG path (CSV beside it)."""
     out = Path(out)
-    data = curves(runs, metric, test_nets, train)
+    data = curves(runs, metric, test_nets, train, test_indices)
     if not data:
         raise ValueError(f"no run has an output named '{metric}' (have: {_outputs(runs)})")
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)

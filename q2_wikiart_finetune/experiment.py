@@ -1,0 +1,197 @@
+"""Fine-tune a pretrained AlexNet in several modes, evaluate, plot and summarise (`make q2`, the demo).
+
+    python -m q2_wikiart_finetune.experiment --seed 761218 --images 2000
+
+For WikiArt: downloads the subset, the BVLC AlexNet weights and the ImageNet mean, then trains each
+mode (cached_features, feature_extractor, finetune) with the `caffe` binary from the pretrained
+weights, and writes results/q2/: train_loss_vs_iter.png, val_accuracy_vs_iter.png, summary.md
+(mode, iterations, wall time, validation accuracy, per-class accuracy), per mode its log, snapshots,
+confusion matrix, and submission.csv (Kaggle format) from the best mode. Reruns resume.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from q2_wikiart_finetune import features, predict
+from q2_wikiart_finetune import task as tasks
+from tools import caffe_runner, paths
+from tools import weights as caffe_weights
+from tools.fileio import write_text
+from tools.parse_log import parse_log, write_csvs
+from tools.plot_log import plot_runs
+
+
+class WeightsMismatch(ValueError):
+    pass
+
+
+def check_weights_fit(task, pretrained, repo=paths.REPO):
+    """Refuse before training when a layer of the net has the pretrained name but another shape.
+
+    Caffe copies weights by layer name; a last layer still called fc8 with 10 outputs cannot take
+    ImageNet's 1000-way fc8, which is why the new layer has a new name and starts fresh.
+    """
+    import caffe
+
+    deploy = Path(repo) / task.path("finetune", "deploy.prototxt")
+    net = caffe.Net(str(deploy), caffe.TEST)
+    have = caffe_weights.param_shapes(Path(repo) / pretrained)
+    for name, blobs in net.params.items():
+        if name in have and [tuple(b.data.shape) for b in blobs] != [tuple(s) for s in have[name]]:
+            want = "x".join(map(str, blobs[0].data.shape))
+            got = "x".join(map(str, have[name][0]))
+            raise WeightsMismatch(
+                f"layer '{name}': {pretrained} holds {got} weights but the net wants {want}. Caffe copies weights "
+                f"by layer name, so a resized layer must be renamed (as fc8 -> {task.last_layer}) to start fresh.")
+    missing = [name for name in net.params if name not in have and name != task.last_layer]
+    if missing:
+        print(f"[q2] note: {pretrained} has no weights for {', '.join(missing)}; they start from their fillers")
+
+
+def count_lines(path) -> int:
+    return sum(1 for line in Path(path).read_text().splitlines() if line.strip())
+
+
+def classes_of(task, repo):
+    f = Path(repo) / task.data_root / "styles.txt"
+    if f.exists():
+        return f.read_text().splitlines()[: task.num_classes]
+    return [str(i) for i in range(task.num_classes)]
+
+
+def folder_for(task, default_task, mode):
+    """The committed models/ folder when the prototxts come out the same as the defaults' (a few failed
+    downloads rarely change test_iter), else a folder under results/ so committed files stay as they are."""
+    default = default_task.path(mode)
+    if tasks.files(task, mode, default) == tasks.files(default_task, mode, default):
+        return default
+    return f"{task.results_dir}/models/{mode}"
+
+
+def evaluate_mode(task, mode, weights_file, repo, gpu, progress):
+    """Validation predictions with the deploy net: accuracy, per-class accuracy, confusion matrix."""
+    repo = Path(repo)
+    mean = predict.mean_pixel(repo / task.mean_file if task.mean_file else None, task.mean_value)
+    clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), weights_file,
+                                  new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu)
+    files, labels = predict.read_list(repo / task.data_root / "val.txt", repo / task.image_root)
+    probs = predict.predict(clf, files, progress=progress)
+    out = repo / task.results_dir / mode
+    return predict.evaluate(labels, probs.argmax(axis=1), classes_of(task, repo), out / "val"), files, probs
+
+
+def train_mode(task, mode, *, pretrained, repo, gpu, progress, folder):
+    """Train one mode; returns (log path, final weights, seconds spent including feature extraction)."""
+    repo = Path(repo)
+    t0 = time.time()
+    if mode == "cached_features":
+        result, merged = features.run(task, pretrained=pretrained, gpu=gpu, repo=repo, progress=progress,
+                                      folder=folder)
+        return repo / task.results_dir / mode / "train.log", merged, time.time() - t0, result
+    tasks.write(task, mode, repo, folder)
+    result = caffe_runner.train(f"{folder}/solver.prototxt", repo / task.results_dir / mode / "train.log",
+                                weights=pretrained, gpu=gpu, cwd=repo, progress=progress, desc=f"{task.name}/{mode}")
+    final = repo / task.results_dir / mode / f"snap_iter_{result.final_iter}.caffemodel"
+    return repo / task.results_dir / mode / "train.log", final, time.time() - t0, result
+
+
+def run(task, modes=tasks.MODES, *, pretrained=None, repo=paths.REPO, gpu=None, progress=True,
+        default_task=tasks.WIKIART, summary_title=None) -> dict:
+    """Train and evaluate every mode of `task`; returns {mode: metrics}; writes plots and summary.md."""
+    repo = Path(repo)
+    out = repo / task.results_dir
+    pretrained = pretrained if pretrained is not None else task.weights
+    tasks.write_deploy(task, repo)  # the net every mode is evaluated with
+    if pretrained:
+        check_weights_fit(task, pretrained, repo)
+    metrics, logs, best = {}, {}, None
+    timings_file = out / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    for mode in modes:
+        folder = folder_for(task, default_task, mode)
+        print(f"[q2] {task.name}: {mode}")
+        log, final, seconds, result = train_mode(task, mode, pretrained=pretrained, repo=repo, gpu=gpu,
+                                                 progress=progress, folder=folder)
+        if not result.already_done or mode not in timings:
+            timings[mode] = round(seconds, 1)
+            write_text(timings_file, json.dumps(timings, indent=1) + "\n")
+        logs[mode] = parse_log(log)
+        write_csvs(logs[mode], log.parent, log.name)
+        scores, files, probs = evaluate_mode(task, mode, final, repo, gpu, progress)
+        metrics[mode] = {"iterations": result.final_iter, "seconds": timings[mode], "weights": str(final),
+                         **scores}
+        if best is None or scores["accuracy"] > metrics[best]["accuracy"]:
+            best, best_files, best_probs = mode, files, probs
+    plot_runs(logs, "loss", out / "train_loss_vs_iter.png", test_nets=["val"],
+              title=f"{task.name}: training loss (faint) and validation loss")
+    plot_runs(logs, "accuracy", out / "val_accuracy_vs_iter.png", test_nets=["val"], train=False,
+              title=f"{task.name}: validation accuracy")
+    predict.write_submission(out / "submission.csv", [Path(f).stem for f in best_files],
+                             best_probs.argmax(axis=1).tolist())
+    write_summary(task, metrics, best, out, summary_title, classes_of(task, repo))
+    return metrics
+
+
+def write_summary(task, metrics, best, out, title, classes):
+    lines = [f"# {title or 'Q2: fine-tuning AlexNet for ' + task.name}", "",
+             f"Net: AlexNet (width {task.width:g}, input {task.crop}x{task.crop} crops of {task.new_size}x"
+             f"{task.new_size}), new last layer `{task.last_layer}` ({task.num_classes} classes). "
+             f"Train {task.train_count} images, validation {task.val_count}.", "",
+             "| mode | iterations | wall time (s) | validation accuracy |", "|---|---|---|---|"]
+    lines += [f"| {m} | {v['iterations']} | {v['seconds']:.0f} | {v['accuracy']:.3f} |" for m, v in metrics.items()]
+    lines += ["", "Wall time: training (for cached_features: feature extraction + training), with the test passes.",
+              "", f"## Per-class validation accuracy ({best}, the best mode)", "",
+              "| class | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for c in classes:
+        lines.append(f"| {c} | " + " | ".join(f"{v['per_class'][c]:.2f}" for v in metrics.values()) + " |")
+    lines += ["", f"Submission (Kaggle format, `{best}`): `submission.csv`. Plots: `train_loss_vs_iter.png`, "
+              "`val_accuracy_vs_iter.png`; confusion matrices: `<mode>/val_confusion.png`."]
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def prepare_wikiart(seed, images, workers, repo=paths.REPO):
+    """Download the subset, the weights and the ImageNet mean (each resumes / skips when done)."""
+    import subprocess
+
+    steps = [
+        [sys.executable, "q2_wikiart_finetune/download_wikiart.py", "-s", str(seed), "-i", str(images),
+         "-w", str(workers)],
+        [sys.executable, "-m", "tools.download_model", "bvlc_alexnet"],
+        [sys.executable, "-m", "tools.get_ilsvrc_aux"],
+    ]
+    for cmd in steps:
+        if subprocess.run(cmd, cwd=repo).returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd[1:])}` failed (see above)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m q2_wikiart_finetune.experiment", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-s", "--seed", type=int, default=761218, help="subset seed (the exercise: 761218)")
+    ap.add_argument("-i", "--images", type=int, default=2000, help="images to download (the exercise: 2000)")
+    ap.add_argument("-w", "--workers", type=int, default=16, help="download threads (default 16)")
+    ap.add_argument("--modes", nargs="+", default=list(tasks.MODES), help=f"any of {', '.join(tasks.MODES)}")
+    ap.add_argument("--max-iter", type=int, help="iterations of the fine-tuning modes (default 1000)")
+    ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
+    a = ap.parse_args(argv)
+    try:
+        for m in a.modes:
+            if m not in tasks.MODES:
+                raise ValueError(f"unknown mode '{m}': choose from {', '.join(tasks.MODES)}")
+        prepare_wikiart(a.seed, a.images, a.workers)
+        task = tasks.with_counts(tasks.WIKIART, count_lines(paths.REPO / "data/wikiart/train.txt"),
+                                 count_lines(paths.REPO / "data/wikiart/val.txt"))
+        if a.max_iter:
+            task = tasks.dataclasses.replace(task, max_iter=a.max_iter, stepsize=max(1, a.max_iter * 2 // 5))
+        run(task, a.modes, gpu=a.gpu or None)
+    except (RuntimeError, ValueError, FileNotFoundError, caffe_runner.CaffeError, paths.SetupError) as e:
+        sys.exit(f"error: {e}")
+    except caffe_runner.TrainingInterrupted:
+        sys.exit("interrupted: Caffe saved a snapshot; run the same command again to resume")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Predict with a fine-tuned net and write a Kaggle submission CSV.
+
+    python -m q2_wikiart_finetune.predict --weights results/q2/finetune/final.caffemodel \\
+        --images data/wikiart/val.txt --out results/q2/submission.csv [--oversample]
+
+`--images` is a folder (every image in it, id = file name without extension) or a list file of
+`path [label]` lines (paths relative to --root). With labels it also writes accuracy, per-class
+accuracy and a confusion-matrix PNG beside the CSV. Centre crop by default; `--oversample` averages
+the 10 crops (4 corners + centre, and their mirrors) like `caffe.Classifier`.
+"""
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tools import paths
+from tools.fileio import atomic_path, write_text
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class Classifier:
+    net: object
+    transformer: object
+    new_size: int
+    crop: int
+    output: str  # the probability blob
+
+
+def mean_pixel(mean_file=None, mean_value=None) -> np.ndarray:
+    """Per-channel (BGR) mean in 0..255: from a mean .binaryproto/.npy, or given values."""
+    if mean_value is not None:
+        return np.asarray(mean_value, np.float32)
+    if mean_file is None:
+        return np.zeros(3, np.float32)
+    mean_file = Path(mean_file)
+    if not mean_file.exists():
+        raise FileNotFoundError(f"mean file {mean_file} not found: `python -m tools.get_ilsvrc_aux` fetches "
+                                "the ImageNet mean")
+    if mean_file.suffix == ".npy":
+        mean = np.load(mean_file)
+    else:
+        from tools.lmdb_io import read_binaryproto
+
+        mean = read_binaryproto(mean_file)
+    return mean.reshape(mean.shape[0], -1).mean(axis=1).astype(np.float32)
+
+
+def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None) -> Classifier:
+    import caffe
+
+    from tools.caffe_runner import gpu_args
+
+    for what, p in (("deploy prototxt", deploy), ("weights", weights)):
+        if not Path(p).exists():
+            raise FileNotFoundError(f"{what} {p} not found")
+    if gpu_args(gpu):  # refuses on a CPU-only build
+        caffe.set_mode_gpu()
+        caffe.set_device(int(str(gpu).split(",")[0]))
+    net = caffe.Net(str(deploy), str(weights), caffe.TEST)
+    shape = net.blobs["data"].data.shape
+    if shape[2:] != (crop, crop):
+        raise ValueError(f"{deploy} takes {shape[2]}x{shape[3]} inputs but crop is {crop}")
+    t = caffe.io.Transformer({"data": shape})
+    t.set_transpose("data", (2, 0, 1))  # HWC -> CHW
+    t.set_channel_swap("data", (2, 1, 0))  # RGB -> BGR, the order the net was trained in
+    t.set_raw_scale("data", 255)  # caffe.io.load_image gives 0..1
+    t.set_mean("data", np.asarray(mean, np.float32))
+    return Classifier(net, t, new_size, crop, net.outputs[-1])
+
+
+def load_images(files, new_size):
+    """RGB float images in 0..1, resized to new_size x new_size as the ImageData layer does."""
+    import caffe
+
+    out = []
+    for f in files:
+        try:
+            img = caffe.io.load_image(str(f), color=True)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read image {f}: {e}") from None
+        out.append(caffe.io.resize_image(img, (new_size, new_size)))
+    return out
+
+
+def crops(images, crop, oversample):
+    import caffe
+
+    if oversample:
+        return caffe.io.oversample(images, (crop, crop))  # 10 per image
+    off = (images[0].shape[0] - crop) // 2
+    return np.asarray([im[off:off + crop, off:off + crop] for im in images])
+
+
+def predict(clf: Classifier, files, *, oversample=False, batch=10, progress=True, blob=None) -> np.ndarray:
+    """Class probabilities (N, classes), or the activations of `blob` (N, ...) for feature extraction."""
+    files = list(files)
+    per_image = 10 if oversample else 1
+    out = []
+    for start in tqdm(range(0, len(files), batch), desc="predict", unit="batch", disable=not progress):
+        images = load_images(files[start:start + batch], clf.new_size)
+        x = np.asarray([clf.transformer.preprocess("data", c) for c in crops(images, clf.crop, oversample)])
+        clf.net.blobs["data"].reshape(*x.shape)
+        clf.net.blobs["data"].data[...] = x
+        clf.net.forward(end=blob) if blob else clf.net.forward()
+        result = clf.net.blobs[blob or clf.output].data.copy()
+        out.append(result.reshape(len(images), per_image, *result.shape[1:]).mean(axis=1))
+    return np.concatenate(out)
+
+
+def read_list(list_file, root=None):
+    """(files, labels or None) from `path [label]` lines; paths relative to `root`."""
+    list_file = Path(list_file)
+    root = Path(root) if root else list_file.parent
+    files, labels = [], []
+    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        files.append(root / parts[0])
+        if len(parts) > 1:
+            try:
+                labels.append(int(parts[1]))
+            except ValueError:
+                raise ValueError(f"{list_file}:{n}: label '{parts[1]}' is not an integer") from None
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"{list_file} names {len(missing)} missing image(s), e.g. {missing[0]} "
+                                f"(root {root}); fix the list or --root, or rerun the download")
+    return files, (labels if len(labels) == len(files) else None)
+
+
+def gather(images, root=None):
+    images = Path(images)
+    if images.is_dir():
+        files = sorted(f for f in images.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no images in {images}")
+        return files, None
+    if not images.exists():
+        raise FileNotFoundError(f"{images} is neither a folder of images nor a list file")
+    return read_list(images, root)
+
+
+def write_submission(path, ids, labels, columns=("id", "label")) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(zip(ids, labels, strict=True))
+    return Path(path)
+
+
+def evaluate(true, predicted, classes, out_prefix) -> dict:
+    """Accuracy, per-class accuracy (markdown) and a confusion-matrix PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true, predicted = np.asarray(true), np.asarray(predicted)
+    k = len(classes)
+    confusion = np.zeros((k, k), int)
+    np.add.at(confusion, (true, predicted), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    accuracy = float((true == predicted).mean())
+    lines = [f"accuracy: {accuracy:.4f} on {len(true)} images", "", "| class | images | accuracy |", "|---|---|---|"]
+    lines += [f"| {c} | {confusion[i].sum()} | {per_class[i]:.3f} |" for i, c in enumerate(classes)]
+    write_text(f"{out_prefix}_accuracy.md", "\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(k), classes, fontsize=7)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, confusion[i, j], ha="center", va="center", fontsize=6,
+                    color="white" if confusion[i, j] > confusion.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix, accuracy {accuracy:.3f}")
+    fig.tight_layout()
+    with atomic_path(f"{out_prefix}_confusion.png", suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return {"accuracy": accuracy, "per_class": dict(zip(classes, per_class.tolist(), strict=True)),
+            "confusion": confusion.tolist()}
+
+
+def main(argv=None):
+    from q2_wikiart_finetune.task import WIKIART
+
+    task = WIKIART
+    ap = argparse.ArgumentParser(prog="python -m q2_wikiart_finetune.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", required=True, help="trained .caffemodel")
+    ap.add_argument("--images", required=True, help="a folder of images, or a list file of 'path [label]' lines")
+    ap.add_argument("--out", required=True, help="submission CSV to write")
+    ap.add_argument("--deploy", default=str(paths.REPO / task.path("finetune", "deploy.prototxt")))
+    ap.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
+    ap.add_argument("--mean-file", default=str(paths.REPO / task.mean_file))
+    ap.add_argument("--mean-value", type=float, nargs="+", help="per-channel BGR mean instead of a mean file")
+    ap.add_argument("--new-size", type=int, default=task.new_size, help="resize before cropping (default 256)")
+    ap.add_argument("--crop", type=int, default=task.crop, help="crop size (default 227)")
+    ap.add_argument("--classes", help="label names, one per line (default: styles.txt beside a list file)")
+    ap.add_argument("--oversample", action="store_true", help="average 10 crops per image")
+    ap.add_argument("--id-column", default="id")
+    ap.add_argument("--label-column", default="label")
+    ap.add_argument("--gpu", default=None, help="GPU id (needs a CUDA build)")
+    a = ap.parse_args(argv)
+    from tools.caffe_runner import CaffeError
+
+    try:
+        files, labels = gather(a.images, a.root)
+        mean = mean_pixel(None if a.mean_value else a.mean_file, a.mean_value)
+        clf = load_classifier(a.deploy, a.weights, new_size=a.new_size, crop=a.crop, mean=mean, gpu=a.gpu)
+        probs = predict(clf, files, oversample=a.oversample)
+    except (FileNotFoundError, ValueError, CaffeError) as e:
+        sys.exit(f"error: {e}")
+    predicted = probs.argmax(axis=1)
+    out = write_submission(a.out, [Path(f).stem for f in files], predicted.tolist(), (a.id_column, a.label_column))
+    print(f"wrote {out} ({len(files)} predictions)")
+    if labels is not None:
+        names_file = Path(a.classes) if a.classes else Path(a.images).parent / "styles.txt"
+        k = probs.shape[1]
+        classes = names_file.read_text().splitlines()[:k] if names_file.exists() else [str(i) for i in range(k)]
+        prefix = str(Path(a.out).with_suffix(""))
+        result = evaluate(labels, predicted, classes, prefix)
+        print(f"accuracy {result['accuracy']:.4f}; per class and confusion matrix: {prefix}_accuracy.md, "
+              f"{prefix}_confusion.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""A local HTTP server for tests: serves in-memory files on 127.0.0.1 and injects network faults.
+
+    with FileServer() as server:
+        server.add("/a.bin", data, faults=[Status(500), Drop(after=100_000)])
+        download(server.url("/a.bin"), tmp_path / "a.bin")
+        server.requests("/a.bin")      # [Request(path, headers), ...] in arrival order
+
+Each request for a path takes that path's next fault; once none are left the file is served
+normally, honouring `Range: bytes=N-` (206) unless it was added with `ignore_range=True`.
+Unknown paths get a 404. Stalls wait on an event that `stop()` sets, so shutting down never hangs.
+"""
+
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Status:
+    """Reply with this status code (and a short body)."""
+
+    code: int
+    body: bytes = b"error\n"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Promise the whole body (Content-Length), send `after` bytes of it, then close the connection."""
+
+    after: int
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Go silent for `seconds` and then close: before any reply (after=None) or after `after` body bytes."""
+
+    seconds: float
+    after: int | None = None
+
+
+@dataclass(frozen=True)
+class Body:
+    """Reply 200 with other content instead of the file (e.g. an HTML error page)."""
+
+    data: bytes
+    content_type: str = "text/html; charset=utf-8"
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict
+
+
+@dataclass
+class _File:
+    data: bytes
+    content_type: str
+    ignore_range: bool
+    faults: deque = field(default_factory=deque)
+
+
+class FileServer:
+    """A ThreadingHTTPServer on 127.0.0.1 at a free port, serving what `add` gave it."""
+
+    def __init__(self):
+        self._files: dict[str, _File] = {}
+        self._requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = None
+        self._thread = None
+
+    def add(self, path: str, data: bytes, *, faults=(), ignore_range=False,
+            content_type="application/octet-stream") -> str:
+        """Serve `data` at `path`; returns its URL."""
+        with self._lock:
+            self._files[path] = _File(data, content_type, ignore_range, deque(faults))
+        return self.url(path)
+
+    def set_faults(self, path: str, faults) -> None:
+        with self._lock:
+            self._files[path].faults = deque(faults)
+
+    def url(self, path: str) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def requests(self, path: str | None = None) -> list[Request]:
+        with self._lock:
+            return [r for r in self._requests if path is None or r.path == path]
+
+    def start(self) -> "FileServer":
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # the name http.server dispatches GET requests to
+                owner._serve(self)
+
+            def log_message(self, *args):
+                pass  # keep the test output clean
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FileServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(handler.path).path
+        with self._lock:
+            self._requests.append(Request(path, dict(handler.headers)))
+            file = self._files.get(path)
+            fault = file.faults.popleft() if file and file.faults else None
+        try:
+            if file is None:
+                self._reply(handler, 404, {}, b"not found\n")
+            elif isinstance(fault, Status):
+                self._reply(handler, fault.code, {}, fault.body)
+            elif isinstance(fault, Body):
+                self._reply(handler, 200, {"Content-Type": fault.content_type}, fault.data)
+            elif isinstance(fault, Stall) and fault.after is None:
+                self._stopping.wait(fault.seconds)
+            else:
+                status, headers, body = self._file_reply(file, handler.headers.get("Range"))
+                cut = fault.after if isinstance(fault, (Drop, Stall)) else None
+                self._reply(handler, status, headers, body, send=cut)
+                if isinstance(fault, Stall):
+                    self._stopping.wait(fault.seconds)
+        except OSError:
+            pass  # the client gave up first (timed out, closed): nothing to answer
+        handler.close_connection = True
+
+    @staticmethod
+    def _file_reply(file: _File, range_header):
+        size = len(file.data)
+        headers = {"Content-Type": file.content_type, "Accept-Ranges": "none" if file.ignore_range else "bytes"}
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header or "")
+        if not match or file.ignore_range:
+            return 200, headers, file.data
+        start = int(match.group(1))
+        end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+        if start >= size:
+            return 416, {"Content-Range": f"bytes */{size}"}, b""
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return 206, headers, file.data[start:end + 1]
+
+    @staticmethod
+    def _reply(handler, status, headers, body: bytes, send=None) -> None:
+        """Send the status, headers with the full Content-Length, and `send` bytes of the body (all: None)."""
+        handler.send_response(status)
+        headers = {"Content-Type": "text/plain", **headers, "Content-Length": str(len(body))}
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body if send is None else body[:send])
+        handler.wfile.flush()

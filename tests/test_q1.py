@@ -1,0 +1,212 @@
+"""Q1: the generated nets train with the real binary, augmentation is really applied, data preparation
+is exact and seeded, bad input is refused before training, and the experiment writes its outputs."""
+
+import dataclasses
+import gzip
+import io
+import pickle
+import tarfile
+
+import caffe
+import numpy as np
+import pytest
+from conftest import REPO
+
+from q1_dropout_augment import data, experiment, nets, warp_layer
+from tools import caffe_runner, lmdb_io
+from tools.datasets import DatasetError, load_cifar10, read_idx, stratified_subset
+from tools.parse_log import parse_log
+
+TINY = dataclasses.replace(nets.DATASETS["fashion-mnist"], train_count=100, val_count=200, max_iter=6,
+                           test_interval=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory, fashion):
+    """A repo-shaped folder with small Fashion-MNIST LMDBs where the prototxts expect them."""
+    repo = tmp_path_factory.mktemp("q1repo")
+    root = repo / TINY.root
+    tr = stratified_subset(fashion.train_labels, 10, seed=0)
+    va = stratified_subset(fashion.test_labels, 20, seed=0)
+    lmdb_io.write_arrays(root / "train_subset_lmdb", fashion.train_images[tr], fashion.train_labels[tr])
+    lmdb_io.write_arrays(root / "val_lmdb", fashion.test_images[va], fashion.test_labels[va])
+    lmdb_io.compute_mean(root / "train_subset_lmdb", root / "train_subset_mean.binaryproto")
+    return repo
+
+
+@pytest.mark.parametrize("variant", nets.VARIANTS)
+def test_every_variant_trains_with_the_caffe_binary(tiny_repo, variant):
+    folder = nets.write(TINY, variant, tiny_repo, f"models/{variant}")
+    (tiny_repo / f"results/q1/fashion-mnist/{variant}").mkdir(parents=True, exist_ok=True)
+    log = tiny_repo / f"runs/{variant}.log"
+    caffe_runner.train(folder / "solver.prototxt", log, cwd=tiny_repo, progress=False)
+    parsed = parse_log(log)
+    assert [r["NumIters"] for r in parsed.test(0)] == [0, 3, 6]  # validation
+    assert [r["NumIters"] for r in parsed.test(1)] == [0, 3, 6]  # training subset, the TEST way
+    assert all({"accuracy", "loss"} <= r.keys() for r in parsed.test(0) + parsed.test(1))
+    assert (tiny_repo / f"results/q1/fashion-mnist/{variant}/snap_iter_6.caffemodel").exists()
+    if variant.endswith("_rta"):
+        assert "RandomWarp" in log.read_text()
+
+
+def test_committed_prototxts_equal_the_generators():
+    for spec in nets.DATASETS.values():
+        for variant in nets.VARIANTS:
+            folder = nets.default_folder(spec, variant)
+            for name, text in nets.files(spec, variant, folder).items():
+                committed = REPO / folder / name
+                assert committed.exists(), f"{committed} missing: run python -m q1_dropout_augment.nets --write"
+                assert committed.read_text() == text, f"{committed} differs from the generator's output"
+
+
+def test_net_structure_and_deploy():
+    net = nets.train_val(nets.DATASETS["fashion-mnist"], "dropout_augment")
+    types = [(layer.name, layer.type) for layer in net.layer]
+    assert [t for _, t in types].count("Data") == 3
+    assert ("drop1", "Dropout") in types and ("loss", "SoftmaxWithLoss") in types
+    conv = next(layer for layer in net.layer if layer.name == "conv1").convolution_param
+    assert (conv.num_output, conv.kernel_size[0], conv.pad[0], conv.stride or [1]) == (32, 7, 3, [1])
+    train, val, subset = (layer for layer in net.layer if layer.type == "Data")
+    assert train.transform_param.mirror and train.transform_param.crop_size == 26
+    assert not val.transform_param.mirror and val.include[0].stage == ["val"]
+    assert subset.include[0].stage == ["train_subset"] and subset.data_param.source.endswith("train_subset_lmdb")
+    assert "Dropout" not in {layer.type for layer in nets.train_val(nets.DATASETS["cifar10"], "augment").layer}
+    dep = nets.deploy(nets.DATASETS["cifar10"], "augment")
+    assert list(dep.layer[0].input_param.shape[0].dim) == [1, 3, 28, 28] and dep.layer[-1].type == "Softmax"
+
+
+def pycaffe_net(tmp_path, spec, variant, phase):
+    path = tmp_path / f"{variant}-{phase}.prototxt"
+    path.write_text(str(nets.train_val(spec, variant)))
+    stages = [] if phase == "TRAIN" else ["val"]
+    return caffe.Net(str(path), getattr(caffe, phase), stages=stages)
+
+
+def test_augmentation_varies_in_train_and_is_the_centre_crop_in_test(tmp_path, monkeypatch, fashion):
+    repo = tmp_path
+    spec = dataclasses.replace(TINY)
+    root = repo / spec.root
+    image = fashion.train_images[7:8]
+    for name in ("train_subset_lmdb", "val_lmdb"):
+        lmdb_io.write_arrays(root / name, np.repeat(image, 8, axis=0), [3] * 8)
+    mean = np.random.RandomState(0).uniform(0, 255, (1, 28, 28)).astype(np.float32)
+    lmdb_io.write_binaryproto(mean, root / "train_subset_mean.binaryproto")
+    monkeypatch.chdir(repo)  # the prototxts name their data relative to the repo root
+    train = pycaffe_net(tmp_path, spec, "augment", "TRAIN")
+    seen = set()
+    for _ in range(4):
+        train.forward()
+        seen.update(item.tobytes() for item in train.blobs["data"].data)
+    assert len(seen) > 10, "mirror and random crops should give many different inputs"
+    test = pycaffe_net(tmp_path, spec, "augment", "TEST")
+    test.forward()
+    off = (28 - 26) // 2
+    expected = (image[0] - mean)[:, off:off + 26, off:off + 26] / 255
+    for item in test.blobs["data"].data:
+        np.testing.assert_allclose(item, expected, atol=1e-6)
+
+
+def test_warp_layer_keeps_labels_and_shapes_and_changes_pixels(tmp_path, monkeypatch, fashion):
+    spec = TINY
+    root = tmp_path / spec.root
+    idx = np.arange(50)
+    lmdb_io.write_arrays(root / "train_subset_lmdb", fashion.train_images[idx], fashion.train_labels[idx])
+    lmdb_io.write_arrays(root / "val_lmdb", fashion.train_images[idx], fashion.train_labels[idx])
+    lmdb_io.compute_mean(root / "train_subset_lmdb", root / "train_subset_mean.binaryproto")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(REPO))
+    plain = pycaffe_net(tmp_path, spec, "dropout_augment", "TRAIN")
+    warped = pycaffe_net(tmp_path, spec, "dropout_augment_rta", "TRAIN")
+    caffe.set_random_seed(5)
+    plain.forward()
+    caffe.set_random_seed(5)  # same crops and mirrors: the only difference is the warp
+    warped.forward()
+    assert warped.blobs["data"].data.shape == plain.blobs["data"].data.shape == (50, 1, 26, 26)
+    np.testing.assert_array_equal(warped.blobs["label"].data, fashion.train_labels[:50])
+    diff = np.abs(warped.blobs["data"].data - plain.blobs["data"].data)
+    assert (diff.reshape(50, -1).max(axis=1) > 0.05).all(), "every image is warped"
+
+
+def test_warp_geometry_known_answers():
+    rng = np.random.RandomState(0)
+    identity = warp_layer.random_homography(rng, 9, 9)
+    np.testing.assert_allclose(identity, np.eye(3), atol=1e-12)
+    img = np.arange(81, dtype=np.float32).reshape(1, 9, 9)
+    np.testing.assert_allclose(warp_layer.warp(img, identity), img)
+    # a pure 90-degree rotation about the centre moves the corners round
+    angle = np.deg2rad(90)
+    c = 4.0
+    rot = np.array([[np.cos(angle), np.sin(angle), 0], [-np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    to_c, back = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1]]), np.array([[1, 0, c], [0, 1, c], [0, 0, 1]])
+    np.testing.assert_allclose(warp_layer.warp(img, back @ rot @ to_c)[0], np.rot90(img[0], k=-1), atol=1e-4)
+
+
+def test_stratified_subset_counts_and_seed(fashion):
+    a = stratified_subset(fashion.train_labels, 100, seed=3)
+    b = stratified_subset(fashion.train_labels, 100, seed=3)
+    c = stratified_subset(fashion.train_labels, 100, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.sort(a), np.sort(c))
+    assert np.bincount(fashion.train_labels[a]).tolist() == [100] * 10
+    assert len(set(a.tolist())) == 1000
+
+
+def fake_cifar_archive(path, per_batch=4):
+    """A tiny archive in CIFAR-10's real layout: pickled dicts of RGB planes."""
+    rng = np.random.RandomState(0)
+    with tarfile.open(path, "w:gz") as tar:
+        def add(name, obj):
+            raw = pickle.dumps(obj)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+            add(name, {b"data": rng.randint(0, 256, (per_batch, 3072)).astype(np.uint8),
+                       b"labels": list(range(per_batch))})
+        add("batches.meta", {b"label_names": [n.encode() for n in "abcdefghij"]})
+
+
+def test_cifar_parser_gives_bgr_chw(tmp_path):
+    fake_cifar_archive(tmp_path / "c.tar.gz")
+    ds = load_cifar10(tmp_path / "c.tar.gz")
+    assert ds.train_images.shape == (20, 3, 32, 32) and ds.test_images.shape == (4, 3, 32, 32)
+    with tarfile.open(tmp_path / "c.tar.gz") as tar:
+        first = pickle.load(tar.extractfile("cifar-10-batches-py/data_batch_1"))
+    rgb = first[b"data"][0].reshape(3, 32, 32)
+    np.testing.assert_array_equal(ds.train_images[0], rgb[::-1])  # B, G, R planes
+    assert ds.classes == list("abcdefghij")
+
+
+def test_bad_input_is_refused_before_training(tmp_path, fashion):
+    with pytest.raises(DatasetError, match="unknown dataset 'mnist'"):
+        data.resolve("mnist", tmp_path)
+    with pytest.raises(ValueError, match="unknown variant 'dropouts'"):
+        nets.flags("dropouts")
+    with pytest.raises(DatasetError, match="only 6000"):
+        stratified_subset(fashion.train_labels, 7000)
+    with pytest.raises(ValueError, match="crop_size 30 must be smaller"):
+        nets.train_val(dataclasses.replace(TINY, crop=30), "augment")
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar file at all")
+    with pytest.raises(DatasetError, match="damaged.*download again"):
+        load_cifar10(tmp_path / "broken.tar.gz")
+    with gzip.open(tmp_path / "short-idx.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28]) + b"\0" * 100)
+    with pytest.raises(DatasetError, match="truncated"):
+        read_idx(tmp_path / "short-idx.gz")
+
+
+def test_experiment_end_to_end_writes_plots_and_summary(tmp_path, capsys):
+    out = experiment.run("fashion-mnist", per_class=5, seed=0, variants=["baseline", "dropout"], max_iter=4,
+                         repo=tmp_path, progress=False)
+    for name in ("val_loss_vs_iter.png", "accuracy_vs_iter.png", "val_loss_all.png", "summary.md",
+                 "nets/baseline.png", "baseline/train.log.test1"):
+        assert (out / name).exists(), name
+    summary = (out / "summary.md").read_text()
+    assert "fashion-mnist" in summary and "| baseline |" in summary and "| dropout |" in summary
+    assert (tmp_path / "results/q1/fashion-mnist/models/dropout/solver.prototxt").exists(), \
+        "non-default settings must not overwrite the committed prototxts"
+    # a second run trains nothing
+    capsys.readouterr()
+    experiment.run("fashion-mnist", per_class=5, seed=0, variants=["baseline", "dropout"], max_iter=4,
+                   repo=tmp_path, progress=False)
+    assert capsys.readouterr().out.count("already trained") == 2

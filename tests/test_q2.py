@@ -1,0 +1,215 @@
+"""Q2: the AlexNet generator is the reference net, fine-tuning copies the pretrained layers, every mode
+(and the cached-feature path) trains with the real binary, prediction writes a submission, and bad
+weights are explained."""
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import caffe
+import numpy as np
+import pytest
+from conftest import REPO
+from google.protobuf import text_format
+
+from q2_wikiart_finetune import alexnet, experiment, features, offline, predict
+from q2_wikiart_finetune import task as tasks
+from tools import caffe_runner, weights
+
+TINY_SIZES = offline.Sizes(pretrain_per_class=20, pretrain_val_per_class=10, target_per_class=4,
+                           target_val_per_class=10, heldout_per_class=5, pretrain_iter=20, transfer_iter=10)
+CAFFE_SRC = Path(os.environ.get("CAFFE_CACHE", Path.home() / ".cache/caffe-toolkit")) / "src"
+
+
+def net_from(proto, tmp_path, name="net.prototxt", phase=caffe.TEST):
+    path = tmp_path / name
+    path.write_text(str(proto))
+    return caffe.Net(str(path), phase)
+
+
+def test_alexnet_blob_shapes_are_the_reference(tmp_path):
+    net = net_from(alexnet.deploy(batch_size=1), tmp_path)
+    shapes = {k: v.data.shape[1:] for k, v in net.blobs.items()}
+    assert shapes["conv1"] == (96, 55, 55) and shapes["pool1"] == (96, 27, 27)
+    assert shapes["conv2"] == (256, 27, 27) and shapes["pool2"] == (256, 13, 13)
+    assert shapes["conv3"] == (384, 13, 13) and shapes["conv4"] == (384, 13, 13)
+    assert shapes["conv5"] == (256, 13, 13) and shapes["pool5"] == (256, 6, 6)
+    assert shapes["fc6"] == (4096,) and shapes["fc7"] == (4096,) and shapes["prob"] == (1000,)
+    assert net.params["conv2"][0].data.shape == (256, 48, 5, 5), "conv2 has two groups"
+
+
+def reference_train_val():
+    archives = sorted(CAFFE_SRC.glob("caffe_*.orig.tar.gz"))
+    if not archives:
+        pytest.skip("Debian's Caffe source is not in the build cache")
+    with tarfile.open(archives[-1]) as tar:
+        text = tar.extractfile("models/bvlc_alexnet/train_val.prototxt").read().decode()
+    return text_format.Parse(text, caffe.proto.caffe_pb2.NetParameter())
+
+
+def test_alexnet_matches_bvlc_train_val_layer_for_layer():
+    ref = {layer.name: layer for layer in reference_train_val().layer if layer.type != "Data"}
+    ours = {layer.name: layer for layer in
+            alexnet.train_val("t.txt", "v.txt", num_classes=1000, last_layer="fc8").layer if layer.type != "ImageData"}
+    assert list(ours) == list(ref)
+    for name, layer in ours.items():
+        r = ref[name]
+        assert (layer.type, list(layer.bottom), list(layer.top)) == (r.type, list(r.bottom), list(r.top)), name
+        for field in ("convolution_param", "lrn_param", "pooling_param", "dropout_param"):
+            assert getattr(layer, field) == getattr(r, field), f"{name}.{field}"
+        if name != "fc8":  # the new last layer learns 10x/20x faster
+            assert list(layer.param) == list(r.param), name
+            assert layer.inner_product_param == r.inner_product_param, name
+    fc8 = ours["fc8"].inner_product_param
+    assert fc8.num_output == 1000 and [p.lr_mult for p in ours["fc8"].param] == [10, 20]
+
+
+def test_modes_and_the_new_last_layer():
+    ft = alexnet.train_val("t.txt", "v.txt", last_layer="fc8_wikiart", mode="finetune")
+    fe = alexnet.train_val("t.txt", "v.txt", last_layer="fc8_wikiart", mode="feature_extractor")
+    lr = {m: {layer.name: [p.lr_mult for p in layer.param] for layer in net.layer if layer.param}
+          for m, net in (("ft", ft), ("fe", fe))}
+    assert lr["ft"]["conv1"] == [1, 2] and lr["ft"]["fc8_wikiart"] == [10, 20]
+    assert all(v == [0, 0] for k, v in lr["fe"].items() if k != "fc8_wikiart") and lr["fe"]["fc8_wikiart"] == [10, 20]
+    data = [layer for layer in ft.layer if layer.type == "ImageData"]
+    assert [d.transform_param.mirror for d in data] == [True, False]
+    assert data[0].image_data_param.new_height == 256 and data[0].transform_param.crop_size == 227
+    s = tasks.solver(tasks.WIKIART, "finetune", "models/q2/finetune")
+    assert (s.base_lr, s.lr_policy, s.momentum, s.weight_decay) == pytest.approx((0.001, "step", 0.9, 0.0005))
+    assert s.stepsize < 100000 / 10 and s.test_iter == [8]
+    with pytest.raises(ValueError, match="unknown mode"):
+        alexnet.train_val("t", "v", mode="frozen")
+
+
+def test_committed_q2_and_demo_prototxts_equal_the_generators():
+    for task, modes in [(tasks.WIKIART, tasks.MODES), *offline.default_tasks()]:
+        for mode in modes:
+            for name, text in tasks.files(task, mode).items():
+                committed = REPO / task.path(mode, name)
+                assert committed.exists(), f"{committed} missing: run `python -m q2_wikiart_finetune.task --write`"
+                assert committed.read_text() == text, f"{committed} differs from the generator's output"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The offline transfer experiment end to end at a tiny size: every mode, real binary, real data."""
+    repo = tmp_path_factory.mktemp("q2repo")
+    results = offline.run(TINY_SIZES, repo=repo, progress=False)
+    return repo, results
+
+
+def test_every_mode_trains_and_is_evaluated(demo_run):
+    repo, results = demo_run
+    assert set(results) == {"finetune", "feature_extractor", "cached_features", "scratch"}
+    for mode, r in results.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["iterations"] == TINY_SIZES.transfer_iter, mode
+        assert Path(r["weights"]).exists()
+    out = repo / offline.RESULTS
+    for f in ("transfer_accuracy_vs_iter.png", "transfer_summary.md", "heldout_submission.csv",
+              "transfer/summary.md", "transfer/train_loss_vs_iter.png", "transfer/finetune/val_confusion.png"):
+        assert (out / f).exists(), f
+    rows = (out / "heldout_submission.csv").read_text().splitlines()
+    assert rows[0] == "id,label" and len(rows) == 1 + 5 * TINY_SIZES.heldout_per_class
+    card = (repo / "results/demo/pretrained/model.json").read_text()
+    assert '"fc8' not in card and '"width": 0.25' in card
+
+
+def test_finetuning_copies_every_layer_but_the_new_one(demo_run):
+    repo, results = demo_run
+    pretrained = repo / "results/demo/q2/pretrain/finetune" / f"snap_iter_{TINY_SIZES.pretrain_iter}.caffemodel"
+    after = Path(results["feature_extractor"]["weights"])  # frozen body: lr_mult 0 and decay_mult 0
+    for layer in ("conv1", "conv3", "fc6", "fc7"):
+        for before_blob, after_blob in zip(weights.layer_params(pretrained, layer), weights.layer_params(after, layer),
+                                           strict=True):
+            np.testing.assert_array_equal(before_blob, after_blob)
+    assert weights.layer_params(after, "fc8_fashion")[0].shape == (5, 1024)
+    with pytest.raises(KeyError):
+        weights.layer_params(pretrained, "fc8_fashion")  # it was never in the pretrained model
+    tuned = Path(results["finetune"]["weights"])
+    a, b = weights.layer_params(pretrained, "conv1")[0], weights.layer_params(tuned, "conv1")[0]
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.1 * np.abs(a).max(), "fine-tuned, not replaced"
+
+
+def test_cached_features_merge_into_the_deploy_net(demo_run):
+    repo, results = demo_run
+    out = repo / offline.RESULTS / "transfer/cached_features"
+    assert (out / "train_features_lmdb/data.mdb").exists()
+    merged = Path(results["cached_features"]["weights"])
+    head = weights.layer_params(out / f"snap_iter_{TINY_SIZES.transfer_iter}.caffemodel", "fc8_fashion")
+    for a, b in zip(weights.layer_params(merged, "fc8_fashion"), head, strict=True):
+        np.testing.assert_array_equal(a, b)
+    from tools import lmdb_io
+
+    feats = list(lmdb_io.read_lmdb(out / "train_features_lmdb"))
+    assert len(feats) == 2 * 5 * TINY_SIZES.target_per_class, "with mirrored copies"
+    assert feats[0][0].shape == (1024, 1, 1) and feats[0][0].dtype == np.float32
+
+
+def test_a_weights_file_that_does_not_fit_is_explained(demo_run, tmp_path):
+    repo, _ = demo_run
+    _, info = offline.plan(TINY_SIZES)
+    pretrained = f"results/demo/q2/pretrain/finetune/snap_iter_{TINY_SIZES.pretrain_iter}.caffemodel"
+    clash = offline.transfer_task(info, pretrained, TINY_SIZES, last_layer="fc8", num_classes=3, results="clash")
+    tasks.write_deploy(clash, repo)
+    with pytest.raises(experiment.WeightsMismatch, match="layer 'fc8'.*5x1024.*3x1024.*renamed"):
+        experiment.check_weights_fit(clash, pretrained, repo)
+
+
+def test_predict_cli_writes_submission_and_scores(demo_run, tmp_path):
+    repo, results = demo_run
+    task = offline.transfer_task(offline.plan(TINY_SIZES)[1], "", TINY_SIZES)
+    deploy = repo / task.path("finetune", "deploy.prototxt")
+    cmd = [sys.executable, "-m", "q2_wikiart_finetune.predict", "--weights", results["finetune"]["weights"],
+           "--images", str(repo / offline.DATA / "target/val.txt"), "--root", str(repo / offline.DATA / "images"),
+           "--deploy", str(deploy), "--mean-value", *map(str, task.mean_value), "--new-size", "112", "--crop", "99",
+           "--out", str(tmp_path / "sub.csv"), "--oversample", "--id-column", "image", "--label-column", "style"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = (tmp_path / "sub.csv").read_text().splitlines()
+    assert rows[0] == "image,style" and len(rows) == 1 + 5 * TINY_SIZES.target_val_per_class
+    assert "accuracy" in out.stdout and (tmp_path / "sub_confusion.png").exists()
+    assert "Sandal" in (tmp_path / "sub_accuracy.md").read_text()
+    # a folder of images: ids are the file names
+    folder = subprocess.run([*cmd[:6], str(repo / offline.DATA / "images/heldout"), *cmd[7:]], cwd=REPO,
+                            capture_output=True, text=True)
+    assert folder.returncode == 0, folder.stderr
+    assert (tmp_path / "sub.csv").read_text().splitlines()[1].startswith("00000,")
+    # a list naming a missing image: one clear line, no traceback
+    (tmp_path / "bad.txt").write_text("nowhere.png 1\n")
+    bad = subprocess.run([*cmd[:6], str(tmp_path / "bad.txt"), *cmd[7:]], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "missing image" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_centre_crop_and_oversampling_agree_roughly(demo_run):
+    repo, results = demo_run
+    task = offline.transfer_task(offline.plan(TINY_SIZES)[1], "", TINY_SIZES)
+    mean = predict.mean_pixel(None, task.mean_value)
+    clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), results["finetune"]["weights"],
+                                  new_size=task.new_size, crop=task.crop, mean=mean)
+    files, _ = predict.read_list(repo / offline.DATA / "target/val.txt", repo / task.image_root)
+    centre = predict.predict(clf, files[:10], progress=False)
+    ten = predict.predict(clf, files[:10], oversample=True, progress=False)
+    assert centre.shape == ten.shape == (10, 5)
+    np.testing.assert_allclose(centre.sum(axis=1), 1, rtol=1e-5)
+    assert np.abs(centre - ten).max() < 0.5
+
+
+def test_gpu_refused_on_cpu_build(demo_run):
+    repo, results = demo_run
+    from tools import paths
+
+    if paths.is_gpu_build():
+        pytest.skip("GPU build")
+    with pytest.raises(caffe_runner.CaffeError, match="CPU-only"):
+        predict.load_classifier(repo / "models/demo/transfer/finetune/deploy.prototxt", results["finetune"]["weights"],
+                                new_size=112, crop=99, mean=[0, 0, 0], gpu="0")
+
+
+def test_features_module_extracts_what_the_net_computes(demo_run):
+    repo, results = demo_run
+    task = offline.transfer_task(offline.plan(TINY_SIZES)[1], results["finetune"]["weights"], TINY_SIZES)
+    n = features.extract(task, results["finetune"]["weights"], f"{offline.DATA}/target/val.txt",
+                         repo / "feat_lmdb", repo=repo, progress=False)
+    assert n == 5 * TINY_SIZES.target_val_per_class

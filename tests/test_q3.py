@@ -1,0 +1,364 @@
+"""Q3 (q3_visualize_break): input gradients against finite differences, class visualisation, saliency,
+fooling, the committed deploys and notebooks, the notebooks run end to end, and clear errors.
+
+The nets are real pycaffe nets: a smooth one built here (exact finite differences), and a tiny AlexNet
+from the same generator as the committed deploys, with random He-initialised weights saved as a
+model card (what `make demo` writes for the trained one).
+"""
+
+import json
+import subprocess
+import sys
+
+import caffe
+import nbformat
+import numpy as np
+import pytest
+from caffe import layers as L
+from caffe import params as P
+from caffe.proto import caffe_pb2
+from conftest import REPO, write_prototxt
+from google.protobuf import text_format
+
+from q3_visualize_break import make_notebooks, models, run_notebooks
+from q3_visualize_break.class_model import class_model_visualization
+from q3_visualize_break.fooling import evaluate_fooling, fooling_image
+from q3_visualize_break.gradients import class_score, forward_scores, input_gradient, top_k
+from q3_visualize_break.images import as_rgb, pixel_bounds
+from q3_visualize_break.saliency import overlay, saliency_map
+from tools import paths
+
+TINY_CLASSES = ["T-shirt/top", "Trouser", "Sandal", "Bag"]
+
+
+def smooth_net(tmp_path, classes=4):
+    """conv -> tanh -> average pool -> fc -> tanh -> fc: differentiable everywhere, so finite differences
+    match the backward pass at every pixel."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 10, 10]))
+    n.conv = L.Convolution(n.data, num_output=4, kernel_size=3, pad=1, weight_filler=dict(type="xavier"),
+                           bias_filler=dict(type="constant", value=0.1))
+    n.act = L.TanH(n.conv)
+    n.pool = L.Pooling(n.act, pool=P.Pooling.AVE, kernel_size=2, stride=2)
+    n.fc7 = L.InnerProduct(n.pool, num_output=16, weight_filler=dict(type="xavier"))
+    n.act7 = L.TanH(n.fc7)
+    n.fc8 = L.InnerProduct(n.act7, num_output=classes, weight_filler=dict(type="xavier"))
+    proto = n.to_proto()
+    proto.force_backward = True
+    caffe.set_random_seed(5)
+    return caffe.Net(str(write_prototxt(tmp_path / "smooth.prototxt", proto)), caffe.TEST)
+
+
+def he_init(net, rng, last="fc8"):
+    for blobs in net.params.values():
+        w = blobs[0].data
+        w[...] = rng.randn(*w.shape) * np.sqrt(2.0 / np.prod(w.shape[1:]))
+        blobs[1].data[...] = 0
+    net.params[last][0].data[...] *= 0.05  # scores of a few units, not hundreds: a softmax that is not saturated
+
+
+@pytest.fixture(scope="module")
+def tiny_card(tmp_path_factory):
+    """A model card for a tiny AlexNet (width 0.05, 67x67 input, 4 classes) with random weights."""
+    root = tmp_path_factory.mktemp("tiny_model")
+    caffe.set_mode_cpu()
+    text = models.gradients_deploy_text(width=0.05, crop=67, num_classes=len(TINY_CLASSES))
+    net = caffe.Net(str(write_prototxt(root / "deploy.prototxt", text)), caffe.TEST)
+    he_init(net, np.random.RandomState(0))
+    net.save(str(root / "tiny.caffemodel"))
+    card = dict(name="tiny", weights=str(root / "tiny.caffemodel"), classes=TINY_CLASSES, width=0.05, crop=67,
+                channels=3, mean_value=[70.0, 72.0, 74.0], raw_scale=255, description="a tiny AlexNet, random weights")
+    (root / "model.json").write_text(json.dumps(card))
+    return root / "model.json"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_card):
+    return models.load_model(str(tiny_card))
+
+
+@pytest.fixture(scope="module")
+def pictures(fashion):
+    return [as_rgb(fashion.test_images[i, 0]) for i in range(4)]
+
+
+# ---- gradients against finite differences -------------------------------------------------------------------
+
+
+def test_saliency_equals_finite_differences_on_a_smooth_net(tmp_path, rng):
+    net = smooth_net(tmp_path)
+    x = rng.randn(3, 10, 10).astype(np.float32)
+    c = 2
+    eps = 1e-2
+    numeric = np.zeros_like(x, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        hi, lo = x.copy(), x.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        numeric[i] = (forward_scores(net, hi)[c] - forward_scores(net, lo)[c]) / (2 * eps)
+    _, grad, _ = input_gradient(net, x, class_score(c))
+    np.testing.assert_allclose(grad, numeric, rtol=1e-2, atol=2e-4)
+    sal = saliency_map(net, x, c)
+    assert sal.shape == (10, 10)
+    np.testing.assert_allclose(sal, np.abs(numeric).max(axis=0), rtol=1e-2, atol=2e-4)
+    assert sal.max() > 1e-2
+
+
+def test_saliency_matches_finite_differences_through_relu_and_max_pooling(tiny, pictures):
+    """The tiny AlexNet has ReLU and max-pool kinks, and float32 scores: check the 200 pixels the score is
+    most sensitive to (where the difference quotient stands clear of rounding), skipping kinks."""
+    net, x = tiny.net, tiny.preprocess(pictures[1])
+    c = int(np.argmax(forward_scores(net, x)))
+    _, grad, _ = input_gradient(net, x, class_score(c))
+    sal = saliency_map(net, x, c)
+    np.testing.assert_array_equal(sal, np.abs(grad).max(axis=0))
+    f0, eps, errors = forward_scores(net, x)[c], 0.1, []
+    for flat in np.argsort(-np.abs(grad).ravel())[:200]:
+        i = np.unravel_index(flat, x.shape)
+        hi, lo = x.copy(), x.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        f_hi, f_lo = forward_scores(net, hi)[c], forward_scores(net, lo)[c]
+        # Like Caffe's GradientChecker: skip points where a ReLU or max-pool switch lies within eps.
+        if abs((f_hi - f0) - (f0 - f_lo)) <= 0.02 * abs(f_hi - f_lo) + 1e-6:
+            errors.append(abs((f_hi - f_lo) / (2 * eps) - grad[i]) / abs(grad[i]))
+    assert len(errors) > 150, "too many kinks for a meaningful check"
+    assert np.median(errors) < 0.01 and np.percentile(errors, 95) < 0.05, np.percentile(errors, [50, 95, 100])
+    assert np.abs(grad).max() > 1e-4
+
+
+# ---- class model visualisation, fooling ------------------------------------------------------------------------
+
+
+def test_class_visualization_raises_the_score_and_l2_holds_the_norm(tiny):
+    common = dict(iterations=40, learning_rate=2.0, jitter=1, blur_every=4, blur_sigma=0.5, bounds=tiny.bounds, seed=3)
+    with_l2 = class_model_visualization(tiny.net, 1, l2_decay=0.05, **common)
+    without = class_model_visualization(tiny.net, 1, l2_decay=0.0, **common)
+    assert len(with_l2.scores) == len(with_l2.norms) == 40
+    assert with_l2.scores[-5:].mean() > with_l2.scores[0] + 1.0, with_l2.scores
+    assert forward_scores(tiny.net, with_l2.image)[1] > with_l2.scores[0] + 1.0
+    assert with_l2.norms[-1] < 0.8 * without.norms[-1], (with_l2.norms[-1], without.norms[-1])
+    low, high = tiny.bounds
+    assert np.all(with_l2.image >= low - 1e-4) and np.all(with_l2.image <= high + 1e-4)
+    again = class_model_visualization(tiny.net, 1, l2_decay=0.05, **common)
+    np.testing.assert_array_equal(again.image, with_l2.image)  # the seed fixes start and jitter
+
+
+def test_fooling_image_reaches_the_target_with_a_small_change(tiny, pictures):
+    x0 = tiny.preprocess(pictures[1])
+    before = int(np.argmax(forward_scores(tiny.net, x0)))
+    target = (before + 1) % len(TINY_CLASSES)
+    r = fooling_image(tiny.net, x0, target, learning_rate=0.5, max_iterations=300, bounds=tiny.bounds)
+    assert r.fooled and r.stopped == "fooled" and r.original_class == before
+    assert int(np.argmax(forward_scores(tiny.net, r.image))) == target
+    assert r.losses[-1] < r.losses[0] and r.target_probs[-1] > r.target_probs[0]
+    assert len(r.losses) == len(r.target_probs) == len(r.distances) == r.iterations + 1
+    pixels = np.linalg.norm(tiny.deprocess(x0) * 255)
+    assert np.linalg.norm(r.perturbation) < 0.1 * pixels, (np.linalg.norm(r.perturbation), pixels)
+    np.testing.assert_allclose(r.image - x0, r.perturbation, atol=1e-4)
+    confident = fooling_image(tiny.net, x0, target, learning_rate=0.5, max_iterations=400, confidence=0.9,
+                              bounds=tiny.bounds)
+    assert confident.fooled and confident.target_probs[-1] >= 0.9
+
+
+def test_fooling_evaluation_writes_markdown_and_csv(tiny, pictures, tmp_path):
+    images = {f"image {i}": p for i, p in enumerate(pictures[:2])}
+    evaluation = evaluate_fooling(tiny, images, [0, 3], learning_rate=0.5, max_iterations=150)
+    s = evaluation.summary
+    assert s["attempts"] + s["skipped"] == 4 and s["attempts"] == len(evaluation.rows)
+    assert 0 <= s["success_rate"] <= 1
+    md, csv = evaluation.write(tmp_path, "fooling")
+    assert md.read_text().startswith("Fooling 2 images x 2 targets")
+    assert "| success rate | median iterations | median L2 | median Linf |" in md.read_text()
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "image,original,target,fooled,stopped,iterations,target_prob,l2,linf"
+    assert len(lines) == 1 + s["attempts"]
+    fooled = [r for r in evaluation.rows if r["fooled"]]
+    if fooled:
+        assert s["median_l2"] == pytest.approx(np.median([r["l2"] for r in fooled]))
+        assert all(r["linf"] <= r["l2"] for r in fooled)
+
+
+# ---- preprocessing ------------------------------------------------------------------------------------------------
+
+
+def test_deprocess_inverts_preprocess_and_bounds_are_the_pixel_range(tiny, rng):
+    picture = rng.rand(67, 67, 3).astype(np.float32)
+    x = tiny.preprocess(picture)
+    assert x.shape == (3, 67, 67)
+    np.testing.assert_allclose(tiny.deprocess(x, clip=False), picture, atol=1e-5)
+    red = np.zeros((67, 67, 3), np.float32)
+    red[..., 0] = 1.0
+    xr = tiny.preprocess(red)  # BGR inside: red is channel 2, minus its mean (74)
+    np.testing.assert_allclose(xr[:, 0, 0], [-70.0, -72.0, 255.0 - 74.0])
+    low, high = pixel_bounds(tiny.transformer)
+    np.testing.assert_allclose(tiny.preprocess(np.zeros((67, 67, 3))), np.broadcast_to(low, x.shape))
+    np.testing.assert_allclose(tiny.preprocess(np.ones((67, 67, 3))), np.broadcast_to(high, x.shape), rtol=1e-6)
+    grey = tiny.preprocess(np.full((28, 28), 128, np.uint8))  # resized, three equal channels
+    np.testing.assert_allclose(grey[:, 10, 10] + [70, 72, 74], [128.0] * 3, atol=1e-3)
+    shown = overlay(tiny.deprocess(x), saliency_map(tiny.net, x, 0))
+    assert shown.shape == (67, 67, 3) and shown.min() >= 0 and shown.max() <= 1
+
+
+def test_model_card_loads_what_it_describes(tiny, tiny_card):
+    assert tiny.name == "tiny" and tiny.classes == TINY_CLASSES and tiny.device == "CPU"
+    assert tiny.input_shape == (3, 67, 67) and tiny.prototxt is None
+    assert "tiny AlexNet" in tiny.description and "width 0.05" in tiny.description
+    assert tiny.class_index("trouser") == 1 and tiny.label(0) == "T-shirt/top"
+    top = top_k(forward_scores(tiny.net, tiny.preprocess(np.zeros((5, 5)))), tiny.classes, 3)
+    assert len(top) == 3 and top[0][2] >= top[1][2] >= top[2][2] and sum(t[2] for t in top) <= 1 + 1e-9
+    assert all(tiny.classes[i] == name for i, name, _ in top)
+
+
+# ---- committed deploys and notebooks ------------------------------------------------------------------------------
+
+
+def test_committed_deploys_equal_the_generator():
+    assert models.stale_deploys() == [], "run `python -m q3_visualize_break.models --write`"
+
+
+@pytest.mark.parametrize("name, crop, classes", [("bvlc_alexnet_deploy_gradients.prototxt", 227, 1000),
+                                                 ("demo_alexnet_deploy_gradients.prototxt", 99, 5)])
+def test_gradients_deploy_has_no_softmax_forces_backward_batch_one(name, crop, classes):
+    net = caffe_pb2.NetParameter()
+    text_format.Parse((REPO / "models/q3" / name).read_text(), net)
+    assert net.force_backward
+    assert not any(layer.type in ("Softmax", "SoftmaxWithLoss") for layer in net.layer)
+    assert net.layer[-1].name == "fc8" and net.layer[-1].inner_product_param.num_output == classes
+    assert list(net.layer[0].input_param.shape[0].dim) == [1, 3, crop, crop]
+
+
+def test_backward_from_fc8_reaches_the_data_of_the_demo_deploy(rng):
+    caffe.set_random_seed(1)
+    net = caffe.Net(str(REPO / "models/q3/demo_alexnet_deploy_gradients.prototxt"), caffe.TEST)  # filler weights
+    net.blobs["data"].data[...] = 50 * rng.randn(1, 3, 99, 99)
+    net.forward()
+    net.blobs["fc8"].diff[...] = 0
+    net.blobs["fc8"].diff[0, 2] = 1.0
+    net.backward()
+    assert np.abs(net.blobs["data"].diff).max() > 0
+
+
+def test_committed_notebooks_are_generated_and_stripped():
+    assert make_notebooks.stale_notebooks() == [], "run `python -m q3_visualize_break.make_notebooks --write`"
+    for name in run_notebooks.NOTEBOOKS:
+        nb = nbformat.read(REPO / "q3_visualize_break" / name, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.outputs == [] and c.execution_count is None for c in code), name
+        params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and 'os.environ.get("Q3_MODEL", "auto")' in params[0].source, name
+        assert any(c.cell_type == "markdown" and "arxiv.org" in c.source for c in nb.cells), name
+
+
+def test_notebooks_execute_end_to_end_on_a_tiny_model(tiny_card, tmp_path):
+    out = tmp_path / "q3"
+    executed = run_notebooks.run_notebooks(out=out, model=str(tiny_card), fast=True)
+    assert [p.name for p in executed] == list(run_notebooks.NOTEBOOKS)
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in code), path.name
+        text = "".join(o.get("text", "") for c in code for o in c.outputs)
+        assert "model: tiny on CPU" in text and f"python: {sys.executable}" in text, path.name
+        assert any(o.output_type == "display_data" and "image/png" in o.data for c in code for o in c.outputs)
+    for figure in ("class-model-visualizations", "class-model-history", "saliency-maps", "saliency-two-classes",
+                   "fooling-images", "fooling-history"):
+        assert (out / f"{figure}.png").stat().st_size > 1000, figure
+    assert (out / "fooling-evaluation.md").exists() and (out / "fooling-evaluation.csv").exists()
+
+
+def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
+    with pytest.raises(run_notebooks.NotebookError) as e:
+        run_notebooks.run_notebooks(out=tmp_path, model=str(tmp_path / "missing.json"), fast=True,
+                                    only=["saliency-maps"])
+    msg = str(e.value)
+    assert msg.startswith("saliency-maps.ipynb: cell 2") and "FileNotFoundError" in msg and "missing.json" in msg
+    assert (tmp_path / "saliency-maps.ipynb").exists()
+
+
+# ---- clear errors -------------------------------------------------------------------------------------------------
+
+
+def test_bad_class_index_and_image_shape(tiny):
+    x = np.zeros((3, 67, 67), np.float32)
+    for bad in (4, -1, 1.5, "1"):
+        with pytest.raises(ValueError, match="out of range: this net has 4 classes"):
+            saliency_map(tiny.net, x, bad)
+    with pytest.raises(ValueError, match="out of range"):
+        class_model_visualization(tiny.net, 7, iterations=1)
+    with pytest.raises(ValueError, match="out of range"):
+        fooling_image(tiny.net, x, 9)
+    with pytest.raises(ValueError, match=r"shape \(3, 50, 50\) does not fit .* \(3, 67, 67\)"):
+        saliency_map(tiny.net, np.zeros((3, 50, 50)), 0)
+    with pytest.raises(ValueError, match=r"shape \(1, 67, 67\) does not fit"):
+        saliency_map(tiny.net, np.zeros((1, 67, 67)), 0)
+    with pytest.raises(ValueError, match="model.preprocess"):
+        fooling_image(tiny.net, np.zeros((67, 67, 3)), 0)
+    with pytest.raises(ValueError, match="no class named 'zebra'"):
+        tiny.class_index("zebra")
+
+
+def test_net_without_force_backward_or_with_softmax_is_refused(tmp_path):
+    text = (REPO / "models/q3/demo_alexnet_deploy_gradients.prototxt").read_text()
+    assert "force_backward: true\n" in text
+    no_force = write_prototxt(tmp_path / "no_force.prototxt", text.replace("force_backward: true\n", ""))
+    net = caffe.Net(str(no_force), caffe.TEST)
+    with pytest.raises(ValueError, match="lacks `force_backward: true`"):
+        saliency_map(net, np.zeros((3, 99, 99)), 0)
+    from q2_wikiart_finetune.alexnet import deploy
+
+    softmax = deploy(num_classes=3, width=0.05, crop=67, batch_size=1, force_backward=True)
+    net = caffe.Net(str(write_prototxt(tmp_path / "softmax.prototxt", softmax)), caffe.TEST)
+    with pytest.raises(ValueError, match="Softmax"):
+        saliency_map(net, np.zeros((3, 67, 67)), 0)
+
+
+def test_missing_or_mismatched_weights_and_bad_cards(tiny_card, tmp_path, monkeypatch):
+    card = json.loads(tiny_card.read_text())
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps(card | {"weights": str(tmp_path / "nope.caffemodel")}))
+    with pytest.raises(FileNotFoundError, match="nope.caffemodel"):
+        models.load_model(str(missing))
+    wider = tmp_path / "wider.json"
+    wider.write_text(json.dumps(card | {"width": 0.1}))
+    with pytest.raises(ValueError, match="width/crop/classes"):
+        models.load_model(str(wider))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({k: v for k, v in card.items() if k != "mean_value"}))
+    with pytest.raises(ValueError, match="lacks mean_value"):
+        models.load_model(str(broken))
+    with pytest.raises(ValueError, match="unknown model 'alexnet'"):
+        models.load_model("alexnet")
+
+    monkeypatch.setattr(models, "BVLC_WEIGHTS", tmp_path / "bvlc_alexnet.caffemodel")
+    monkeypatch.setattr(paths, "RESULTS", tmp_path / "results")
+    with pytest.raises(FileNotFoundError, match="download_model bvlc_alexnet"):
+        models.load_model("bvlc_alexnet")
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        models.load_model("demo")
+    with pytest.raises(FileNotFoundError, match=r"no model for Q3.*download_model bvlc_alexnet.*make demo"):
+        models.load_model("auto")
+
+
+def test_gpu_on_a_cpu_build_is_refused():
+    if paths.is_gpu_build():
+        pytest.skip("this Caffe is a CUDA build")
+    with pytest.raises(ValueError, match="CPU-only build.*CAFFE_GPU=1"):
+        models.select_device("0")
+    with pytest.raises(ValueError, match="not a device id"):
+        models.select_device("cuda")
+    assert models.select_device("") == "CPU"
+
+
+@pytest.mark.parametrize("module", ["models", "make_notebooks", "run_notebooks"])
+def test_clis_have_help(module):
+    out = subprocess.run([sys.executable, "-m", f"q3_visualize_break.{module}", "--help"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: python -m q3_visualize_break." in out.stdout
+
+
+def test_models_cli_check_passes_on_the_committed_deploys():
+    out = subprocess.run([sys.executable, "-m", "q3_visualize_break.models", "--check"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
