@@ -13,17 +13,21 @@ Q2_IMAGES ?= 2000
 Q3_MODEL ?= auto
 GPU_FLAG = $(if $(GPU),--gpu $(GPU),)
 
-.PHONY: help setup doctor test lint q1 q2 q3 prototxts
+.PHONY: help setup doctor test lint demo q1 q2 q3 prototxts
 
 help:
 	@echo "make setup    build Caffe (cached outside the clone) and .venv; CAFFE_GPU=1 for CUDA"
 	@echo "make doctor   report the Caffe build, pycaffe, GPUs, datasets and weights"
+	@echo "make demo     the whole toolkit offline on Fashion-MNIST (results/demo/index.md)"
 	@echo "make test     setup, then the test suite"
 	@echo "make q1       Q1: dropout and augmentation (DATASET=cifar10|fashion-mnist; default CIFAR-10 if obtainable)"
 	@echo "make q2       Q2: fine-tune AlexNet on WikiArt (Q2_SEED, Q2_IMAGES; needs the internet for the data)"
 	@echo "make q3       Q3: run the three notebooks headless (Q3_MODEL=auto|bvlc_alexnet|demo|path/model.json)"
 	@echo "make lint     ruff"
 	@echo "GPU=0 (or 0,1) runs on CUDA devices; needs make setup CAFFE_GPU=1"
+
+demo: setup
+	$(PY) demo.py $(GPU_FLAG)
 
 q1: setup
 	$(PY) -m q1_dropout_augment.experiment --dataset $(DATASET) $(GPU_FLAG)

@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from q2_wikiart_finetune import features, predict
 from q2_wikiart_finetune import task as tasks
 from tools import caffe_runner, paths
 from tools import weights as caffe_weights
-from tools.fileio import write_text
+from tools.fileio import atomic_path, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 
@@ -72,14 +74,26 @@ def folder_for(task, default_task, mode):
 
 
 def evaluate_mode(task, mode, weights_file, repo, gpu, progress):
-    """Validation predictions with the deploy net: accuracy, per-class accuracy, confusion matrix."""
+    """Validation predictions with the deploy net: accuracy, per-class accuracy, confusion matrix.
+
+    Reused from val_predictions.npz while the weights file is the one they were computed with.
+    """
     repo = Path(repo)
+    out = repo / task.results_dir / mode
+    files, labels = predict.read_list(repo / task.data_root / "val.txt", repo / task.image_root)
+    cache = out / "val_predictions.npz"
+    stamp = f"{Path(weights_file).resolve()}:{Path(weights_file).stat().st_mtime_ns}"
+    if cache.exists():
+        saved = np.load(cache)
+        if str(saved["stamp"]) == stamp and len(saved["probs"]) == len(files):
+            probs = saved["probs"]
+            return predict.evaluate(labels, probs.argmax(axis=1), classes_of(task, repo), out / "val"), files, probs
     mean = predict.mean_pixel(repo / task.mean_file if task.mean_file else None, task.mean_value)
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), weights_file,
                                   new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu)
-    files, labels = predict.read_list(repo / task.data_root / "val.txt", repo / task.image_root)
     probs = predict.predict(clf, files, progress=progress)
-    out = repo / task.results_dir / mode
+    with atomic_path(cache, suffix=".npz") as tmp:
+        np.savez(tmp, probs=probs, stamp=stamp)
     return predict.evaluate(labels, probs.argmax(axis=1), classes_of(task, repo), out / "val"), files, probs
 
 
@@ -154,12 +168,16 @@ def write_summary(task, metrics, best, out, title, classes):
 
 
 def prepare_wikiart(seed, images, workers, repo=paths.REPO):
-    """Download the subset, the weights and the ImageNet mean (each resumes / skips when done)."""
+    """Download the subset, the weights and the ImageNet mean (each resumes / skips when done).
+
+    Images are stored at 256x256, the size the ImageData layers resize to anyway, so training decodes
+    small JPEGs instead of full-size paintings.
+    """
     import subprocess
 
     steps = [
         [sys.executable, "q2_wikiart_finetune/download_wikiart.py", "-s", str(seed), "-i", str(images),
-         "-w", str(workers)],
+         "-w", str(workers), "--resize", "256x256"],
         [sys.executable, "-m", "tools.download_model", "bvlc_alexnet"],
         [sys.executable, "-m", "tools.get_ilsvrc_aux"],
     ]

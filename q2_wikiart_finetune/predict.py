@@ -108,7 +108,9 @@ def predict(clf: Classifier, files, *, oversample=False, batch=10, progress=True
         x = np.asarray([clf.transformer.preprocess("data", c) for c in crops(images, clf.crop, oversample)])
         clf.net.blobs["data"].reshape(*x.shape)
         clf.net.blobs["data"].data[...] = x
-        clf.net.forward(end=blob) if blob else clf.net.forward()
+        # the whole net, not forward(end=...): in-place layers (relu7 on fc7) must run for a blob to
+        # hold what the next layer sees
+        clf.net.forward()
         result = clf.net.blobs[blob or clf.output].data.copy()
         out.append(result.reshape(len(images), per_image, *result.shape[1:]).mean(axis=1))
     return np.concatenate(out)

@@ -51,6 +51,8 @@ class Task:
     snapshot: int = 200
     feature_blob: str = "fc7"
     feature_max_iter: int = 2000  # the cached-feature classifier is cheap: many more iterations
+    feature_lr: float = 0.01  # its base_lr (it is the only layer, so no 10x boost)
+    extractor_lr: float | None = None  # base_lr of feature_extractor mode (default: base_lr)
 
     def path(self, *parts) -> str:
         return "/".join([self.models_dir, *parts])
@@ -111,11 +113,11 @@ def features_net(task: Task):
 
 def solver(task: Task, mode: str, folder: str):
     if mode == "cached_features":
-        lr, stepsize, max_iter, interval, snapshot = 0.01, task.feature_max_iter // 2, task.feature_max_iter, \
-            task.feature_max_iter // 10, task.feature_max_iter
+        lr, stepsize, max_iter, interval, snapshot = task.feature_lr, task.feature_max_iter // 2, \
+            task.feature_max_iter, task.feature_max_iter // 10, task.feature_max_iter
     else:
-        lr, stepsize, max_iter, interval, snapshot = task.base_lr, task.stepsize, task.max_iter, \
-            task.test_interval, task.snapshot
+        lr = task.extractor_lr if mode == "feature_extractor" and task.extractor_lr else task.base_lr
+        stepsize, max_iter, interval, snapshot = task.stepsize, task.max_iter, task.test_interval, task.snapshot
     return make_solver(
         net=f"{folder}/train_val.prototxt", test_iter=[task.test_iter()], test_interval=interval,
         test_initialization=mode != "cached_features", base_lr=lr, lr_policy="step", gamma=0.1, stepsize=stepsize,

@@ -55,6 +55,9 @@ def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, test_in
         else:
             style = TEST_STYLES[phases.index(phase) % len(TEST_STYLES)]
             ax.plot(xs, ys, style, color=colours[name], linewidth=2.2, label=f"{name} ({phase})")
+    lo, hi = _focus(data)
+    if hi > lo:
+        ax.set_ylim(lo, hi)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel or metric)
     if logy:
@@ -72,6 +75,18 @@ def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, test_in
         for name, phase, xs, secs, ys in data:
             w.writerows([name, phase, x, s, y] for x, s, y in zip(xs, secs, ys, strict=True))
     return out
+
+
+def _focus(data, skip=0.05):
+    """A y range that leaves out the first iterations (a loss of 2.3 at iteration 0 would flatten the
+    part worth seeing), padded a little; the CSV keeps every point."""
+    last = max((max(xs) for _, _, xs, _, _ in data if xs), default=0)
+    ys = [y for _, _, xs, _, yv in data for x, y in zip(xs, yv, strict=True) if x >= skip * last]
+    if not ys:
+        return 0.0, 0.0
+    lo, hi = min(ys), max(ys)
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+    return lo - pad, hi + pad
 
 
 def _outputs(runs):
