@@ -13,7 +13,7 @@ Q2_IMAGES ?= 2000
 Q3_MODEL ?= auto
 GPU_FLAG = $(if $(GPU),--gpu $(GPU),)
 
-.PHONY: help setup doctor test lint demo q1 q2 q3 prototxts
+.PHONY: help setup doctor test lint demo q1 q2 q3 bench prototxts
 
 help:
 	@echo "make setup    build Caffe (cached outside the clone) and .venv; CAFFE_GPU=1 for CUDA"
@@ -23,6 +23,7 @@ help:
 	@echo "make q1       Q1: dropout and augmentation (DATASET=cifar10|fashion-mnist; default CIFAR-10 if obtainable)"
 	@echo "make q2       Q2: fine-tune AlexNet on WikiArt (Q2_SEED, Q2_IMAGES; needs the internet for the data)"
 	@echo "make q3       Q3: run the three notebooks headless (Q3_MODEL=auto|bvlc_alexnet|demo|path/model.json)"
+	@echo "make bench    benchmarks against PyTorch and other baselines, into bench/results.md (~10 minutes)"
 	@echo "make lint     ruff"
 	@echo "GPU=0 (or 0,1) runs on CUDA devices; needs make setup CAFFE_GPU=1"
 
@@ -37,6 +38,11 @@ q2: setup
 
 q3: setup
 	$(PY) -m q3_visualize_break.run_notebooks --out results/q3 --model $(Q3_MODEL) $(GPU_FLAG)
+
+# PyTorch is a bench-only dependency (the local CPU wheel of torch 2.13.0)
+bench: setup
+	$(PY) -m pip install -q -r requirements-bench.txt -c constraints.txt
+	$(PY) -m bench.run
 
 # regenerate every committed prototxt from its generator (tests check they are equal)
 prototxts: setup

@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import hashlib
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -148,14 +147,10 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, help="training iterations per variant (default: per dataset)")
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
     a = ap.parse_args(argv)
-    try:
+    with caffe_runner.cli_errors(DatasetError, DownloadError, ValueError):
         for v in a.variants:
             nets.flags(v)
         run(a.dataset, a.per_class, a.seed, a.variants, a.max_iter, a.gpu or None)
-    except (DatasetError, DownloadError, ValueError, caffe_runner.CaffeError, paths.SetupError) as e:
-        sys.exit(f"error: {e}")
-    except caffe_runner.TrainingInterrupted:
-        sys.exit("interrupted: Caffe saved a snapshot; run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, help="iterations of the fine-tuning modes (default 1000)")
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
     a = ap.parse_args(argv)
-    try:
+    with caffe_runner.cli_errors(RuntimeError, ValueError, FileNotFoundError):
         for m in a.modes:
             if m not in tasks.MODES:
                 raise ValueError(f"unknown mode '{m}': choose from {', '.join(tasks.MODES)}")
@@ -205,10 +205,6 @@ def main(argv=None):
         if a.max_iter:
             task = tasks.dataclasses.replace(task, max_iter=a.max_iter, stepsize=max(1, a.max_iter * 2 // 5))
         run(task, a.modes, gpu=a.gpu or None)
-    except (RuntimeError, ValueError, FileNotFoundError, caffe_runner.CaffeError, paths.SetupError) as e:
-        sys.exit(f"error: {e}")
-    except caffe_runner.TrainingInterrupted:
-        sys.exit("interrupted: Caffe saved a snapshot; run the same command again to resume")
 
 
 if __name__ == "__main__":

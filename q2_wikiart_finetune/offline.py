@@ -15,7 +15,6 @@ as WikiArt. The held-out set gets a Kaggle-format submission.
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -245,12 +244,8 @@ def main(argv=None):
             for mode in modes:
                 print(tasks.write(task, mode, paths.REPO))
         return
-    try:
+    with caffe_runner.cli_errors(ValueError, FileNotFoundError):
         run(gpu=a.gpu or None)
-    except (ValueError, FileNotFoundError, caffe_runner.CaffeError, paths.SetupError) as e:
-        sys.exit(f"error: {e}")
-    except caffe_runner.TrainingInterrupted:
-        sys.exit("interrupted: Caffe saved a snapshot; run the same command again to resume")
 
 
 if __name__ == "__main__":

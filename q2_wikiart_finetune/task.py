@@ -113,8 +113,8 @@ def features_net(task: Task):
 
 def solver(task: Task, mode: str, folder: str):
     if mode == "cached_features":
-        lr, stepsize, max_iter, interval, snapshot = task.feature_lr, task.feature_max_iter // 2, \
-            task.feature_max_iter, task.feature_max_iter // 10, task.feature_max_iter
+        lr, stepsize, max_iter, interval, snapshot = task.feature_lr, max(1, task.feature_max_iter // 2), \
+            task.feature_max_iter, max(1, task.feature_max_iter // 10), task.feature_max_iter
     else:
         lr = task.extractor_lr if mode == "feature_extractor" and task.extractor_lr else task.base_lr
         stepsize, max_iter, interval, snapshot = task.stepsize, task.max_iter, task.test_interval, task.snapshot

@@ -126,6 +126,16 @@ def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     assert again.already_done and again.final_iter == 400
 
 
+def test_caffe_test_scores_a_snapshot_per_stage(tmp_path, two_test_solver):
+    caffe_runner.train(two_test_solver, tmp_path / "train.log", progress=False)
+    weights = tmp_path / "snap_iter_60.caffemodel"
+    val = caffe_runner.test(tmp_path / "net.prototxt", weights, tmp_path / "test.log", iterations=4, stages=["val"])
+    assert set(val) == {"accuracy", "loss"} and 0 <= val["accuracy"] <= 1
+    logged = parse_log(tmp_path / "train.log").test(0)[-1]  # the same 2 x 50 validation images
+    val2 = caffe_runner.test(tmp_path / "net.prototxt", weights, tmp_path / "test2.log", iterations=2, stages=["val"])
+    assert val2["accuracy"] == pytest.approx(logged["accuracy"], abs=1e-4)
+
+
 def test_gpu_on_cpu_build_fails_before_caffe_starts(tmp_path, two_test_solver):
     if paths.is_gpu_build():
         pytest.skip("this is a GPU build")

@@ -9,6 +9,7 @@ repository root by default, as the committed prototxts are written relative to i
 """
 
 import argparse
+import contextlib
 import re
 import signal
 import subprocess
@@ -178,10 +179,14 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, cw
     return TrainResult(Path(log), start, max_iter, time.time() - t0, resumed_from)
 
 
-def test(model, weights, log, *, iterations=50, gpu=None, cwd=paths.REPO, progress=False) -> dict[str, float]:
-    """`caffe test`: the net outputs averaged over `iterations` batches, e.g. {'accuracy': 0.83}."""
-    lines = run(["test", f"-model={model}", f"-weights={weights}", f"-iterations={iterations}", *gpu_args(gpu)],
-                log, cwd=cwd, progress=progress, desc="test")
+def test(model, weights, log, *, iterations=50, stages=(), gpu=None, cwd=paths.REPO,
+         progress=False) -> dict[str, float]:
+    """`caffe test`: the net outputs averaged over `iterations` batches, e.g. {'accuracy': 0.83}.
+    `stages` picks the TEST net of a multi-stage prototxt (e.g. ["val"])."""
+    args = ["test", f"-model={model}", f"-weights={weights}", f"-iterations={iterations}", *gpu_args(gpu)]
+    if stages:
+        args.append(f"-stage={','.join(stages)}")
+    lines = run(args, log, cwd=cwd, progress=progress, desc="test")
     scores = {}
     for line in lines:
         m = re.search(r"\] (\w[\w/]*) = ([-+\d.eE]+|nan|inf)(?: \(\*|$)", line.strip())
@@ -210,6 +215,18 @@ def time_net(model, log, *, iterations=10, gpu=None, phase=None, cwd=paths.REPO,
     return result
 
 
+@contextlib.contextmanager
+def cli_errors(*expected):
+    """For command lines that train: expected failures end in one line, not a traceback; Ctrl-C says how
+    to resume."""
+    try:
+        yield
+    except (CaffeError, paths.SetupError, *expected) as e:
+        sys.exit(f"error: {e}")
+    except TrainingInterrupted:
+        sys.exit("interrupted: Caffe saved a snapshot; run the same command again to resume")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m tools.caffe_runner",
@@ -222,12 +239,8 @@ def main(argv=None):
     ap.add_argument("--no-resume", action="store_true", help="start from scratch even if snapshots exist")
     ap.add_argument("--cwd", default=str(paths.REPO), help="folder the prototxt paths are relative to")
     a = ap.parse_args(argv)
-    try:
+    with cli_errors(FileNotFoundError, ValueError):
         r = train(a.solver, a.log, weights=a.weights, gpu=a.gpu, resume=not a.no_resume, cwd=a.cwd)
-    except (CaffeError, paths.SetupError) as e:
-        sys.exit(f"error: {e}")
-    except TrainingInterrupted as e:
-        sys.exit(f"{e}; run the same command again to resume")
     print(f"done: iterations {r.start_iter}..{r.final_iter}, {r.seconds:.1f} s, log {r.log}")
 
 

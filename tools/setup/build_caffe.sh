@@ -60,6 +60,36 @@ print(f"-DPYTHON_INCLUDE_DIR={sysconfig.get_paths()['include']}")
 EOF
 }
 
+cuda_home() {
+  local nvcc
+  nvcc=$(command -v nvcc || true)
+  [[ -z $nvcc && -x ${CUDA_HOME:-/usr/local/cuda}/bin/nvcc ]] && nvcc=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc
+  [[ -n $nvcc ]] || die "finding CUDA" "-" "install the CUDA toolkit (nvcc) or set CUDA_HOME; or build for the CPU"
+  nvcc=$(readlink -f "$nvcc")
+  dirname "$(dirname "$nvcc")"
+}
+
+# cuBLAS/cuRAND/NCCL when the toolkit lacks them: NVIDIA's wheels (pinned in cuda-libraries.txt), unpacked
+# once into the cache. Prints the folder holding include/ and lib/.
+cuda_libraries() {
+  local pins=$here/cuda-libraries.txt dest log=$logs/cuda-libraries.log
+  dest=$CAFFE_CACHE/cuda-libraries-$(sha256sum "$pins" | cut -c1-10)
+  if [[ ! -f $dest/.complete ]]; then
+    local tmp
+    tmp=$(mktemp -d "$CAFFE_CACHE/cuda-libraries.XXXXXX")
+    (
+      "$python" -m pip download --no-deps --only-binary=:all: -r "$pins" -d "$tmp/wheels" &&
+        for w in "$tmp"/wheels/*.whl; do "$python" -m zipfile -e "$w" "$tmp/unpacked" || exit 1; done &&
+        mkdir -p "$tmp/out/include" "$tmp/out/lib" &&
+        for d in "$tmp"/unpacked/nvidia/*/; do cp -r "$d"include/. "$tmp/out/include/" && cp -r "$d"lib/. "$tmp/out/lib/"; done &&
+        for so in "$tmp"/out/lib/lib*.so.*; do ln -sf "$(basename "$so")" "${so%%.so.*}.so"; done
+    ) >"$log" 2>&1 || { rm -rf "$tmp"; die "fetching cuBLAS/cuRAND" "$log" "check the pins in $pins against PyPI"; }
+    touch "$tmp/out/.complete"
+    rm -rf "$dest" && mv "$tmp/out" "$dest" && rm -rf "$tmp"
+  fi
+  echo "$dest"
+}
+
 fetch_source
 
 staging=$(mktemp -d "$CAFFE_CACHE/build.XXXXXX")
@@ -70,7 +100,9 @@ step "unpacking and patching"
 log=$logs/patch.log
 (
   dpkg-source -x "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc" "$src" &&
-    for p in "$here"/patches/*.patch; do
+    patches=("$here"/patches/*.patch)
+    [[ ${CAFFE_GPU:-0} == 1 ]] && patches+=("$here"/patches-cuda/*.patch)  # CUDA-only code: CPU builds skip them
+    for p in "${patches[@]}"; do
       echo "== $p" && patch -d "$src" -p1 --forward --batch <"$p" || exit 1
     done
 ) >"$log" 2>&1 || die "unpacking/patching the Caffe source" "$log" \
@@ -83,6 +115,16 @@ pyflags_text=$(python_cmake_flags 2>"$log") ||
 mapfile -t pyflags <<<"$pyflags_text"
 read -ra flags <<<"$(caffe_cmake_flags | tr '\n' ' ')"
 flags+=(-DCMAKE_INSTALL_PREFIX="$prefix" "${pyflags[@]}")
+if [[ ${CAFFE_GPU:-0} == 1 ]]; then
+  cuda=$(cuda_home)
+  flags+=(-DCUDA_TOOLKIT_ROOT_DIR="$cuda")
+  if [[ ! -f $cuda/include/cublas_v2.h || ! -f $cuda/include/curand.h || ! -f $cuda/include/nccl.h ]]; then
+    extra=$(cuda_libraries)
+    export NCCL_DIR=$extra  # Caffe's FindNCCL looks there
+    flags+=(-DCUDA_cublas_LIBRARY="$extra/lib/libcublas.so" -DCUDA_curand_LIBRARY="$extra/lib/libcurand.so"
+      -DCUDA_NVCC_FLAGS="-I$extra/include" -DCMAKE_CXX_FLAGS="-I$extra/include")
+  fi
+fi
 mkdir -p "$staging/build"
 (cd "$staging/build" && cmake "${flags[@]}" "$src") >>"$log" 2>&1 ||
   die "cmake" "$log" "install the missing -dev package the log names (see tools/setup/debian-packages.txt)"

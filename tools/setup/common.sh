@@ -24,7 +24,8 @@ caffe_cmake_flags() {
     local arch
     arch=$(cuda_arch)
     # Caffe's CMake knows only old architectures, and its cuDNN code predates cuDNN 8.
-    echo -DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$arch" -DCUDA_ARCH_PTX="$arch"
+    echo -DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=ON -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$arch" \
+      -DCUDA_ARCH_PTX="$arch"
   else
     echo -DCPU_ONLY=ON
   fi
@@ -34,7 +35,8 @@ caffe_cmake_flags() {
 #   source version, recipe (patch files + configure flags), Python and numpy versions, CPU/GPU.
 build_key() {
   local python=$1 recipe pyver variant
-  recipe=$({ cat "$setup_dir"/patches/*.patch; caffe_cmake_flags; } | sha256sum | cut -c1-10)
+  recipe=$({ cat "$setup_dir"/patches/*.patch; caffe_cmake_flags; [[ ${CAFFE_GPU:-0} == 1 ]] &&
+    cat "$setup_dir"/patches-cuda/*.patch "$setup_dir/cuda-libraries.txt"; } | sha256sum | cut -c1-10)
   pyver=$("$python" -c 'import sys, numpy; print("py%d.%d.%d-np%s" % (sys.version_info[:3] + (numpy.__version__,)))')
   if [[ ${CAFFE_GPU:-0} == 1 ]]; then variant=gpu-sm$(cuda_arch); else variant=cpu; fi
   echo "caffe-${CAFFE_DEB_VERSION//+/-}-$recipe-$pyver-$variant"
