@@ -60,6 +60,17 @@ def main() -> int:
         good &= check(True, "pycaffe", False, f"import caffe failed: {e}", "make setup")
 
     print("GPUs")
+    try:
+        gpu_build = paths.is_gpu_build()
+    except paths.SetupError:
+        gpu_build = False
+    if gpu_build:
+        query = subprocess.run([paths.caffe_tool("caffe"), "device_query", "-gpu", "all"], capture_output=True,
+                               text=True, env=paths.caffe_env())
+        names = [ln.split("Name:", 1)[1].strip() for ln in query.stdout.splitlines() + query.stderr.splitlines()
+                 if "Name:" in ln]
+        check(False, "caffe device_query", bool(names), "; ".join(names) or "no CUDA device usable by Caffe",
+              "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
     smi = shutil.which("nvidia-smi")
     if smi:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip() or "none listed"
