@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     from q3_visualize_break.run_notebooks import NotebookError
 
     try:
+        caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         for title, key, stage in stages:
             if a.only and key not in a.only:
                 continue

@@ -148,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
     a = ap.parse_args(argv)
     with caffe_runner.cli_errors(DatasetError, DownloadError, ValueError):
+        caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         for v in a.variants:
             nets.flags(v)
         run(a.dataset, a.per_class, a.seed, a.variants, a.max_iter, a.gpu or None)

@@ -196,6 +196,7 @@ def main(argv=None):
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
     a = ap.parse_args(argv)
     with caffe_runner.cli_errors(RuntimeError, ValueError, FileNotFoundError):
+        caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         for m in a.modes:
             if m not in tasks.MODES:
                 raise ValueError(f"unknown mode '{m}': choose from {', '.join(tasks.MODES)}")

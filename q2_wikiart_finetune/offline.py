@@ -245,6 +245,7 @@ def main(argv=None):
                 print(tasks.write(task, mode, paths.REPO))
         return
     with caffe_runner.cli_errors(ValueError, FileNotFoundError):
+        caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         run(gpu=a.gpu or None)
 
 

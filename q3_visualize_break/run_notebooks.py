@@ -78,6 +78,13 @@ def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeo
     if unknown:
         raise ValueError(f"no notebook named {', '.join(sorted(unknown))}: choose from "
                          f"{', '.join(Path(n).stem for n in NOTEBOOKS)}")
+    if gpu not in (None, ""):
+        from tools.caffe_runner import CaffeError, gpu_args
+
+        try:
+            gpu_args(gpu)  # a CPU-only build: say so before a kernel starts
+        except CaffeError as e:
+            raise ValueError(str(e)) from None
     env = kernel_env(out, model, fast, gpu)
     executed = []
     for name in names:

@@ -89,3 +89,19 @@ def test_failed_patch_stops_before_anything_is_installed(build_sandbox):
     assert "FAILED: unpacking/patching" in out.stderr and "refresh it" in out.stderr
     assert not (build_sandbox / "prefix").exists()
     assert not list(build_sandbox.glob("build.*")), "the staging folder is removed"
+
+
+def test_gpu_build_has_its_own_key_and_recipe():
+    def key(**env):
+        return subprocess.run(["bash", "-c", f"source {SETUP}/common.sh; build_key {sys.executable}"],
+                              capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout.strip()
+
+    cpu, gpu = key(CAFFE_GPU="0"), key(CAFFE_GPU="1", CUDA_ARCH="9.0")
+    assert cpu.endswith("-cpu") and gpu.endswith("-gpu-sm90")
+    assert cpu.split("-")[4] != gpu.split("-")[4], "CUDA patches and libraries are part of the GPU recipe"
+    flags = subprocess.run(["bash", "-c", f"source {SETUP}/common.sh; caffe_cmake_flags"], capture_output=True,
+                           text=True, env={**os.environ, "CAFFE_GPU": "1", "CUDA_ARCH": "90"}).stdout
+    assert "-DCPU_ONLY=OFF" in flags and "-DUSE_CUDNN=OFF" in flags and "-DCUDA_ARCH_BIN=90" in flags
+    assert "-DUSE_NCCL=ON" in flags
+    for p in (SETUP / "patches-cuda").glob("*.patch"):
+        assert p.read_text().startswith("Why:"), p.name

@@ -60,13 +60,21 @@ print(f"-DPYTHON_INCLUDE_DIR={sysconfig.get_paths()['include']}")
 EOF
 }
 
+# The CUDA toolkit's root: CUDA_HOME, /usr/local/cuda, or where the `nvcc` on PATH lives (that one may
+# be a wrapper script, so each candidate must hold bin/nvcc and include/cuda_runtime.h).
 cuda_home() {
-  local nvcc
+  local nvcc candidates=()
+  [[ -n ${CUDA_HOME:-} ]] && candidates+=("$CUDA_HOME")
+  candidates+=(/usr/local/cuda)
   nvcc=$(command -v nvcc || true)
-  [[ -z $nvcc && -x ${CUDA_HOME:-/usr/local/cuda}/bin/nvcc ]] && nvcc=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc
-  [[ -n $nvcc ]] || die "finding CUDA" "-" "install the CUDA toolkit (nvcc) or set CUDA_HOME; or build for the CPU"
-  nvcc=$(readlink -f "$nvcc")
-  dirname "$(dirname "$nvcc")"
+  [[ -n $nvcc ]] && candidates+=("$(dirname "$(dirname "$(readlink -f "$nvcc")")")")
+  for root in "${candidates[@]}"; do
+    if [[ -x $root/bin/nvcc && -f $root/include/cuda_runtime.h ]]; then
+      echo "$root"
+      return
+    fi
+  done
+  die "finding CUDA" "-" "install the CUDA toolkit (nvcc) or set CUDA_HOME; or build for the CPU"
 }
 
 # cuBLAS/cuRAND/NCCL when the toolkit lacks them: NVIDIA's wheels (pinned in cuda-libraries.txt), unpacked
@@ -121,13 +129,16 @@ if [[ ${CAFFE_GPU:-0} == 1 ]]; then
   if [[ ! -f $cuda/include/cublas_v2.h || ! -f $cuda/include/curand.h || ! -f $cuda/include/nccl.h ]]; then
     extra=$(cuda_libraries)
     export NCCL_DIR=$extra  # Caffe's FindNCCL looks there
-    flags+=(-DCUDA_cublas_LIBRARY="$extra/lib/libcublas.so" -DCUDA_curand_LIBRARY="$extra/lib/libcurand.so"
-      -DCUDA_NVCC_FLAGS="-I$extra/include" -DCMAKE_CXX_FLAGS="-I$extra/include")
+    # FindCUDA forgets libraries passed in by name when it first sees the toolkit; it searches CMAKE_LIBRARY_PATH
+    flags+=(-DCMAKE_LIBRARY_PATH="$extra/lib" -DCUDA_NVCC_FLAGS="-I$extra/include" -DCMAKE_CXX_FLAGS="-I$extra/include")
   fi
 fi
 mkdir -p "$staging/build"
 (cd "$staging/build" && cmake "${flags[@]}" "$src") >>"$log" 2>&1 ||
   die "cmake" "$log" "install the missing -dev package the log names (see tools/setup/debian-packages.txt)"
+if [[ ${CAFFE_GPU:-0} == 1 ]] && grep -q "CUDA is not detected" "$log"; then
+  die "cmake found no usable CUDA" "$log" "set CUDA_HOME to the CUDA toolkit's folder"  # Caffe would quietly build for the CPU
+fi
 
 step "compiling with $(nproc) jobs (log: $logs/build.log)"
 log=$logs/build.log
