@@ -13,6 +13,7 @@ import numpy as np
 from q2_wikiart_finetune import predict
 from q2_wikiart_finetune import task as tasks
 from tools import caffe_runner, lmdb_io, paths, weights
+from tools.fileio import atomic_path
 
 
 def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, repo=paths.REPO, progress=True) -> int:
@@ -27,7 +28,7 @@ def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, re
     feats = [predict.predict(clf, files, blob=task.feature_blob, progress=progress)]
     all_labels = list(labels)
     if mirror:
-        feats.append(predict.predict(MirroredClassifier(clf), files, blob=task.feature_blob, progress=progress))
+        feats.append(predict.predict(clf, files, mirror=True, blob=task.feature_blob, progress=progress))
         all_labels += labels
     features = np.concatenate(feats).reshape(len(all_labels), -1).astype(np.float32)
     order = np.random.RandomState(0).permutation(len(all_labels))  # the Data layer reads in key order
@@ -35,26 +36,15 @@ def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, re
     return len(all_labels)
 
 
-class MirroredClassifier(predict.Classifier):
-    """The same net and preprocessing, on left-right mirrored images."""
-
-    def __init__(self, clf):
-        super().__init__(clf.net, _MirrorTransformer(clf.transformer), clf.new_size, clf.crop, clf.output)
-
-
-class _MirrorTransformer:
-    def __init__(self, transformer):
-        self.transformer = transformer
-
-    def preprocess(self, name, image):
-        return self.transformer.preprocess(name, image[:, ::-1])
-
-
 def merge_classifier(task, pretrained, classifier_weights, out, repo=paths.REPO) -> Path:
-    """Deploy weights: every pretrained layer, plus the last layer trained on cached features."""
+    """Deploy weights: every pretrained layer, plus the last layer trained on cached features.
+    Skipped while `out` is newer than both inputs (a rerun trains nothing new)."""
     import caffe
 
-    repo = Path(repo)
+    out, repo = Path(out), Path(repo)
+    inputs = max(Path(classifier_weights).stat().st_mtime, (repo / pretrained).stat().st_mtime)
+    if out.exists() and out.stat().st_mtime >= inputs:
+        return out
     deploy = repo / task.path("finetune", "deploy.prototxt")
     net = caffe.Net(str(deploy), str(repo / pretrained), caffe.TEST)  # the new layer starts from its filler
     params = weights.layer_params(classifier_weights, task.last_layer)
@@ -62,11 +52,8 @@ def merge_classifier(task, pretrained, classifier_weights, out, repo=paths.REPO)
         if blob.data.shape != value.shape:
             raise ValueError(f"{task.last_layer}: classifier weights {value.shape} do not fit {blob.data.shape}")
         blob.data[...] = value
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    net.save(str(tmp))
-    tmp.replace(out)
+    with atomic_path(out, suffix=".caffemodel") as tmp:
+        net.save(str(tmp))
     return out
 
 

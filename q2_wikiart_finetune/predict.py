@@ -98,14 +98,19 @@ def crops(images, crop, oversample):
     return np.asarray([im[off:off + crop, off:off + crop] for im in images])
 
 
-def predict(clf: Classifier, files, *, oversample=False, batch=10, progress=True, blob=None) -> np.ndarray:
-    """Class probabilities (N, classes), or the activations of `blob` (N, ...) for feature extraction."""
+def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=10, progress=True,
+            blob=None) -> np.ndarray:
+    """Class probabilities (N, classes), or the activations of `blob` (N, ...) for feature extraction.
+    `mirror` runs the left-right mirror images instead (the cached-feature path stores both)."""
     files = list(files)
     per_image = 10 if oversample else 1
     out = []
     for start in tqdm(range(0, len(files), batch), desc="predict", unit="batch", disable=not progress):
         images = load_images(files[start:start + batch], clf.new_size)
-        x = np.asarray([clf.transformer.preprocess("data", c) for c in crops(images, clf.crop, oversample)])
+        cropped = crops(images, clf.crop, oversample)
+        if mirror:  # the crop mirrored, as Caffe's transform_param does it
+            cropped = [c[:, ::-1] for c in cropped]
+        x = np.asarray([clf.transformer.preprocess("data", c) for c in cropped])
         clf.net.blobs["data"].reshape(*x.shape)
         clf.net.blobs["data"].data[...] = x
         # the whole net, not forward(end=...): in-place layers (relu7 on fc7) must run for a blob to

@@ -285,15 +285,9 @@ def check_weights_match(net, weights):
     Caffe's copy_from silently keeps random fillers for a layer the weights lack, and aborts the whole
     process on a shape mismatch; both mean the card describes a different net than was trained.
     """
-    from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
+    from tools import weights as caffe_weights
 
-    param = caffe_pb2.NetParameter()
-    try:
-        param.ParseFromString(Path(weights).read_bytes())
-    except DecodeError:
-        raise ValueError(f"{weights} is not a Caffe weights file (.caffemodel): re-create or re-download it") from None
-    stored = {layer.name: [blob_shape(b) for b in layer.blobs] for layer in [*param.layer, *param.layers]}
+    stored = caffe_weights.param_shapes(weights)
     for name, blobs in net.params.items():
         if name not in stored:
             raise ValueError(f"{weights} has no layer '{name}': these weights were trained for another net "
@@ -303,11 +297,6 @@ def check_weights_match(net, weights):
         if [int(np.prod(s)) for s in want] != [int(np.prod(s)) for s in have]:
             raise ValueError(f"{weights}: layer '{name}' holds blobs of shape {have}, the net expects {want}: the "
                              "model card's width/crop/classes differ from what the weights were trained with")
-
-
-def blob_shape(blob) -> tuple:
-    """A stored blob's shape; old (V1) files give num/channels/height/width instead."""
-    return tuple(blob.shape.dim) if blob.shape.dim else (blob.num, blob.channels, blob.height, blob.width)
 
 
 def make_model_transformer(net, mean_bgr, raw_scale):

@@ -6,6 +6,17 @@ import tempfile
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask can only be read by setting it, which would race with threads that
+# create files (the downloaders write in parallel).
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
@@ -13,7 +24,7 @@ def atomic_path(path, suffix=""):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -21,12 +32,6 @@ def atomic_path(path, suffix=""):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path, text: str) -> Path:

@@ -18,6 +18,7 @@ import lmdb
 import numpy as np
 
 from tools import paths
+from tools.weights import blob_array
 
 KEY_FORMAT = "{:08d}"
 INITIAL_MAP_SIZE = 1 << 26  # grows by doubling when full
@@ -172,8 +173,7 @@ def read_binaryproto(path) -> np.ndarray:
     pb2 = _caffe_pb2()
     blob = pb2.BlobProto()
     blob.ParseFromString(Path(path).read_bytes())
-    shape = tuple(blob.shape.dim) if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width)
-    arr = np.array(blob.data, dtype=np.float32).reshape(shape)
+    arr = blob_array(blob)
     return arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
 
 

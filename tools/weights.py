@@ -15,13 +15,19 @@ def read_net(caffemodel):
     try:
         net.ParseFromString(path.read_bytes())
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError
-        raise ValueError(f"{path} is not a Caffe weights file (NetParameter): {e}") from None
+        raise ValueError(f"{path} is not a Caffe weights file (NetParameter): {e}; re-create or re-download it") \
+            from None
     return net
 
 
+def blob_shape(blob) -> tuple:
+    """A stored blob's shape; old (V1) files give num/channels/height/width instead."""
+    return tuple(blob.shape.dim) if blob.shape.dim else (blob.num, blob.channels, blob.height, blob.width)
+
+
 def blob_array(blob) -> np.ndarray:
-    shape = tuple(blob.shape.dim) if blob.HasField("shape") else (blob.num, blob.channels, blob.height, blob.width)
-    return np.asarray(blob.data, np.float32).reshape(shape)
+    """A BlobProto (a layer's weights, a mean file) as a float32 array of its shape."""
+    return np.asarray(blob.data, np.float32).reshape(blob_shape(blob))
 
 
 def layer_params(caffemodel, layer: str) -> list[np.ndarray]:
@@ -37,4 +43,4 @@ def layer_params(caffemodel, layer: str) -> list[np.ndarray]:
 def param_shapes(caffemodel) -> dict[str, list[tuple]]:
     """{layer: [blob shapes]} for every layer with weights: what -weights can copy into a net."""
     net = read_net(caffemodel)
-    return {lay.name: [blob_array(b).shape for b in lay.blobs] for lay in net.layer if lay.blobs}
+    return {lay.name: [blob_shape(b) for b in lay.blobs] for lay in [*net.layer, *net.layers] if lay.blobs}
