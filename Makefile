@@ -11,6 +11,13 @@ DATASET ?= auto
 Q2_SEED ?= 761218
 Q2_IMAGES ?= 2000
 Q3_MODEL ?= auto
+# Files you already have (used as they are, checked by content, never downloaded over)
+CIFAR10_ARCHIVE ?=
+WEIGHTS ?=
+# WikiArt download settings (see `python q2_wikiart_finetune/download_wikiart.py --help`)
+Q2_WORKERS ?= 16
+Q2_TIMEOUT ?= 30
+Q2_FROM_DIR ?=
 GPU_FLAG = $(if $(GPU),--gpu $(GPU),)
 
 .PHONY: help setup doctor test lint demo q1 q2 q3 bench prototxts
@@ -20,9 +27,12 @@ help:
 	@echo "make doctor   report the Caffe build, pycaffe, GPUs, datasets and weights"
 	@echo "make demo     the whole toolkit offline on Fashion-MNIST (results/demo/index.md)"
 	@echo "make test     setup, then the test suite"
-	@echo "make q1       Q1: dropout and augmentation (DATASET=cifar10|fashion-mnist; default CIFAR-10 if obtainable)"
-	@echo "make q2       Q2: fine-tune AlexNet on WikiArt (Q2_SEED, Q2_IMAGES; needs the internet for the data)"
-	@echo "make q3       Q3: run the three notebooks headless (Q3_MODEL=auto|bvlc_alexnet|demo|path/model.json)"
+	@echo "make q1       Q1: dropout and augmentation (DATASET=cifar10|fashion-mnist; default CIFAR-10 if obtainable;"
+	@echo "              CIFAR10_ARCHIVE=path uses a cifar-10-python.tar.gz you have)"
+	@echo "make q2       Q2: fine-tune AlexNet on WikiArt (Q2_SEED, Q2_IMAGES, Q2_WORKERS, Q2_TIMEOUT, Q2_FROM_DIR=images"
+	@echo "              you have; WEIGHTS=path uses a .caffemodel you have; needs the internet for the rest)"
+	@echo "make q3       Q3: run the three notebooks headless (Q3_MODEL=auto|bvlc_alexnet|demo|path/model.json;"
+	@echo "              WEIGHTS=path uses a bvlc_alexnet.caffemodel you have)"
 	@echo "make bench    benchmarks against PyTorch and other baselines, into bench/results.md (~10 minutes)"
 	@echo "make lint     ruff"
 	@echo "GPU=0 (or 0,1) runs on CUDA devices; needs make setup CAFFE_GPU=1"
@@ -31,13 +41,14 @@ demo: setup
 	$(PY) demo.py $(GPU_FLAG)
 
 q1: setup
-	$(PY) -m q1_dropout_augment.experiment --dataset $(DATASET) $(GPU_FLAG)
+	$(PY) -m q1_dropout_augment.experiment --dataset $(DATASET) $(if $(CIFAR10_ARCHIVE),--archive $(CIFAR10_ARCHIVE),) $(GPU_FLAG)
 
 q2: setup
-	$(PY) -m q2_wikiart_finetune.experiment --seed $(Q2_SEED) --images $(Q2_IMAGES) $(GPU_FLAG)
+	$(PY) -m q2_wikiart_finetune.experiment --seed $(Q2_SEED) --images $(Q2_IMAGES) --workers $(Q2_WORKERS) \
+		--timeout $(Q2_TIMEOUT) $(if $(Q2_FROM_DIR),--from-dir $(Q2_FROM_DIR),) $(if $(WEIGHTS),--weights $(WEIGHTS),) $(GPU_FLAG)
 
 q3: setup
-	$(PY) -m q3_visualize_break.run_notebooks --out results/q3 --model $(Q3_MODEL) $(GPU_FLAG)
+	$(PY) -m q3_visualize_break.run_notebooks --out results/q3 --model $(Q3_MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS),) $(GPU_FLAG)
 
 # PyTorch is a bench-only dependency (the local CPU wheel of torch 2.13.0)
 bench: setup

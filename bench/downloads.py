@@ -58,7 +58,9 @@ def download(index, out, n, workers, extra) -> float:
     from q2_wikiart_finetune import download_wikiart
 
     t0 = time.perf_counter()
-    rc = download_wikiart.main(["-s", "0", "-i", str(n), "-w", str(workers), "--index", str(index),
+    # one loopback host stands for WikiArt's many: lift the per-host politeness limit to the worker count
+    rc = download_wikiart.main(["-s", "0", "-i", str(n), "-w", str(workers), "--per-host", str(workers),
+                                "--index", str(index),
                                 "--out", str(out), "--timeout", "30", *extra])
     seconds = time.perf_counter() - t0
     got = len(list((out / "images").glob("*.jpg")))

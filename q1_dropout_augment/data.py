@@ -1,11 +1,16 @@
 """Q1's data: CIFAR-10 (downloaded) or Fashion-MNIST (Debian package) as LMDBs for Caffe.
 
     python -m q1_dropout_augment.data --dataset fashion-mnist --per-class 100 --seed 0
+    python -m q1_dropout_augment.data --archive ~/cifar-10-python.tar.gz    # a CIFAR-10 archive you have
 
 writes data/q1/<dataset>/: train_lmdb (all training images), val_lmdb (the test set, used for
 validation), train_subset_lmdb (a seeded, class-stratified subset, in seeded random order),
 train_subset_mean.binaryproto (+ .npy), classes.txt and prepared.json (what was prepared, with which
-options; a rerun with the same options does nothing).
+options and, for CIFAR-10, which archive; a rerun with the same options and archive does nothing).
+
+Without --archive, CIFAR-10 is data/cifar10/cifar-10-python.tar.gz, downloaded md5-checked. With
+--archive the file is used where it is, only read: never downloaded, copied over, moved or deleted,
+and checked by reading it (no checksum: it may be any valid copy).
 """
 
 import argparse
@@ -22,6 +27,8 @@ from tools.fileio import write_text
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+OWN_ARCHIVE_HINT = ("to use a cifar-10-python.tar.gz you already have: make q1 DATASET=cifar10 CIFAR10_ARCHIVE=PATH "
+                    "(python -m q1_dropout_augment.experiment --archive PATH)")
 
 
 def cifar10_archive(repo=paths.REPO) -> Path:
@@ -33,15 +40,23 @@ def fetch_cifar10(repo=paths.REPO) -> Path:
     from tools.download import download
 
     url = os.environ.get("CIFAR10_URL", CIFAR10_URL)
-    return download(url, cifar10_archive(repo), md5=CIFAR10_MD5, desc="cifar-10-python.tar.gz", url_env="CIFAR10_URL")
+    return download(url, cifar10_archive(repo), md5=CIFAR10_MD5, desc="cifar-10-python.tar.gz", url_env="CIFAR10_URL",
+                    own_file_hint=OWN_ARCHIVE_HINT)
 
 
-def resolve(requested: str | None, repo=paths.REPO) -> str:
+def resolve(requested: str | None, repo=paths.REPO, archive=None) -> str:
     """The dataset to use. Unset/"auto" means CIFAR-10 when it is here or can be downloaded, else
-    Fashion-MNIST (real data from a Debian package, the offline stand-in); an explicit choice is kept."""
+    Fashion-MNIST (real data from a Debian package, the offline stand-in); an explicit choice is kept.
+    A user's `archive` means CIFAR-10, taken from there and never downloaded."""
+    if requested not in (None, "", "auto") and requested not in DATASETS:
+        raise DatasetError(f"unknown dataset '{requested}': choose one of {', '.join(DATASETS)}")
+    if archive is not None:
+        if requested == "fashion-mnist":
+            raise DatasetError(f"--archive {archive} is a CIFAR-10 archive, but --dataset is fashion-mnist: "
+                               "drop --archive (CIFAR10_ARCHIVE) or use --dataset cifar10")
+        archive_identity(archive)  # says so now if the file is not there
+        return "cifar10"
     if requested not in (None, "", "auto"):
-        if requested not in DATASETS:
-            raise DatasetError(f"unknown dataset '{requested}': choose one of {', '.join(DATASETS)}")
         if requested == "cifar10":
             fetch_cifar10(repo)
         return requested
@@ -57,21 +72,42 @@ def resolve(requested: str | None, repo=paths.REPO) -> str:
               "[q1] Using Fashion-MNIST instead: real 28x28 images of 10 clothing classes from the Debian "
               "package dataset-fashion-mnist, the offline stand-in. Every output names the dataset.",
               file=sys.stderr)
+        if OWN_ARCHIVE_HINT not in str(e):
+            print(f"[q1] {OWN_ARCHIVE_HINT[0].upper()}{OWN_ARCHIVE_HINT[1:]}.", file=sys.stderr)
         return "fashion-mnist"
 
 
-def load(name: str, repo=paths.REPO):
+def archive_identity(archive) -> dict:
+    """Which archive, as recorded in prepared.json: another file, or this one changed, prepares again."""
+    path = Path(archive).expanduser().resolve()
+    fix = ("pass the path of a cifar-10-python.tar.gz with --archive PATH (make q1 CIFAR10_ARCHIVE=PATH), "
+           "or leave it out to download it")
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise DatasetError(f"{archive}: {e.strerror}: {fix}") from None
+    if not path.is_file():
+        raise DatasetError(f"{archive} is not a file: {fix}")
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def load(name: str, repo=paths.REPO, archive=None):
     if name == "fashion-mnist":
         return load_fashion_mnist()
     if name == "cifar10":
-        return load_cifar10(cifar10_archive(repo))
+        return load_cifar10(archive if archive is not None else cifar10_archive(repo))
     raise DatasetError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
 
 
-def prepare(name: str, per_class: int = 100, seed: int = 0, repo=paths.REPO, log=print) -> dict:
-    """Write the LMDBs and the subset's mean under repo/data/q1/<name>/; skip when already prepared alike."""
+def prepare(name: str, per_class: int = 100, seed: int = 0, repo=paths.REPO, log=print, archive=None) -> dict:
+    """Write the LMDBs and the subset's mean under repo/data/q1/<name>/; skip when already prepared alike.
+
+    CIFAR-10 comes from `archive` when given, else from the downloaded data/cifar10/ archive."""
     folder = Path(repo) / "data" / "q1" / name
     options = {"dataset": name, "per_class": per_class, "seed": seed}
+    if name == "cifar10":
+        options["archive"] = archive_identity(archive if archive is not None else cifar10_archive(repo))
+        archive = options["archive"]["path"]
     marker = folder / "prepared.json"
     if marker.exists():
         done = json.loads(marker.read_text())
@@ -79,9 +115,10 @@ def prepare(name: str, per_class: int = 100, seed: int = 0, repo=paths.REPO, log
             return done
     if per_class < 1:
         raise DatasetError(f"--per-class must be at least 1, not {per_class}")
-    ds = load(name, repo)
+    ds = load(name, repo, archive)
     subset = stratified_subset(ds.train_labels, per_class, seed)  # checks per_class against the data
-    log(f"[q1] {name}: writing LMDBs under {folder} ({len(ds.train_labels)} train, {len(ds.test_labels)} val, "
+    source = f" from {options['archive']['path']}" if "archive" in options else ""
+    log(f"[q1] {name}{source}: writing LMDBs under {folder} ({len(ds.train_labels)} train, {len(ds.test_labels)} val, "
         f"subset {len(subset)} = {per_class}/class, seed {seed})")
     marker.unlink(missing_ok=True)  # from here on the folder is being rewritten
     lmdb_io.write_arrays(folder / "train_lmdb", ds.train_images, ds.train_labels)
@@ -101,11 +138,15 @@ def main(argv=None):
     ap.add_argument("--dataset", default="auto", help="cifar10, fashion-mnist or auto (CIFAR-10 if obtainable)")
     ap.add_argument("--per-class", type=int, default=100, help="training subset: images per class (default 100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subset choice (default 0)")
+    ap.add_argument("--archive", metavar="PATH",
+                    help="a cifar-10-python.tar.gz you have, used where it is (implies --dataset cifar10)")
     a = ap.parse_args(argv)
+    from tools.download import DownloadError
+
     try:
-        name = resolve(a.dataset)
-        print(json.dumps(prepare(name, a.per_class, a.seed), indent=1))
-    except DatasetError as e:
+        name = resolve(a.dataset, archive=a.archive)
+        print(json.dumps(prepare(name, a.per_class, a.seed, archive=a.archive), indent=1))
+    except (DatasetError, DownloadError) as e:
         sys.exit(f"error: {e}")
 
 

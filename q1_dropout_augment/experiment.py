@@ -96,10 +96,10 @@ def summarise(name, spec, info, logs: dict, out: Path) -> str:
 
 
 def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=None, gpu=None,
-        repo=paths.REPO, progress=True) -> Path:
+        repo=paths.REPO, progress=True, archive=None) -> Path:
     repo = Path(repo)
-    name = data.resolve(dataset, repo)
-    info = data.prepare(name, per_class, seed, repo)
+    name = data.resolve(dataset, repo, archive)
+    info = data.prepare(name, per_class, seed, repo, archive=archive)
     spec = spec_for(name, info, max_iter)
     out = repo / "results" / "q1" / name
     logs = {}
@@ -146,12 +146,14 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", default=list(nets.VARIANTS), help=f"any of {', '.join(nets.VARIANTS)}")
     ap.add_argument("--max-iter", type=int, help="training iterations per variant (default: per dataset)")
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
+    ap.add_argument("--archive", metavar="PATH", help="a cifar-10-python.tar.gz you have, used where it is and "
+                    "never downloaded over (implies --dataset cifar10; make q1 CIFAR10_ARCHIVE=PATH)")
     a = ap.parse_args(argv)
     with caffe_runner.cli_errors(DatasetError, DownloadError, ValueError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         for v in a.variants:
             nets.flags(v)
-        run(a.dataset, a.per_class, a.seed, a.variants, a.max_iter, a.gpu or None)
+        run(a.dataset, a.per_class, a.seed, a.variants, a.max_iter, a.gpu or None, archive=a.archive)
 
 
 if __name__ == "__main__":

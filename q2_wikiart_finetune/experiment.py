@@ -26,12 +26,8 @@ from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 
 
-class WeightsMismatch(ValueError):
-    pass
-
-
 def check_weights_fit(task, pretrained, repo=paths.REPO):
-    """Refuse before training when a layer of the net has the pretrained name but another shape.
+    """Refuse before training when the pretrained file cannot be copied into the net (Caffe would abort).
 
     Caffe copies weights by layer name; a last layer still called fc8 with 10 outputs cannot take
     ImageNet's 1000-way fc8, which is why the new layer has a new name and starts fresh.
@@ -40,15 +36,7 @@ def check_weights_fit(task, pretrained, repo=paths.REPO):
 
     deploy = Path(repo) / task.path("finetune", "deploy.prototxt")
     net = caffe.Net(str(deploy), caffe.TEST)
-    have = caffe_weights.param_shapes(Path(repo) / pretrained)
-    for name, blobs in net.params.items():
-        if name in have and [tuple(b.data.shape) for b in blobs] != [tuple(s) for s in have[name]]:
-            want = "x".join(map(str, blobs[0].data.shape))
-            got = "x".join(map(str, have[name][0]))
-            raise WeightsMismatch(
-                f"layer '{name}': {pretrained} holds {got} weights but the net wants {want}. Caffe copies weights "
-                f"by layer name, so a resized layer must be renamed (as fc8 -> {task.last_layer}) to start fresh.")
-    missing = [name for name in net.params if name not in have and name != task.last_layer]
+    missing = caffe_weights.check_fits(net, Path(repo) / pretrained, new_layers=[task.last_layer])
     if missing:
         print(f"[q2] note: {pretrained} has no weights for {', '.join(missing)}; they start from their fillers")
 
@@ -167,20 +155,22 @@ def write_summary(task, metrics, best, out, title, classes):
     print("\n".join(lines))
 
 
-def prepare_wikiart(seed, images, workers, repo=paths.REPO):
+def prepare_wikiart(seed, images, workers, *, timeout=30, from_dir=None, weights=None, repo=paths.REPO):
     """Download the subset, the weights and the ImageNet mean (each resumes / skips when done).
 
     Images are stored at 256x256, the size the ImageData layers resize to anyway, so training decodes
-    small JPEGs instead of full-size paintings.
+    small JPEGs instead of full-size paintings. `from_dir` takes the images a user already has first;
+    `weights` (a file the user has) replaces the download of BVLC AlexNet.
     """
     import subprocess
 
-    steps = [
-        [sys.executable, "q2_wikiart_finetune/download_wikiart.py", "-s", str(seed), "-i", str(images),
-         "-w", str(workers), "--resize", "256x256"],
-        [sys.executable, "-m", "tools.download_model", "bvlc_alexnet"],
-        [sys.executable, "-m", "tools.get_ilsvrc_aux"],
-    ]
+    wikiart = [sys.executable, "q2_wikiart_finetune/download_wikiart.py", "-s", str(seed), "-i", str(images),
+               "-w", str(workers), "--timeout", str(timeout), "--resize", "256x256"]
+    if from_dir:
+        wikiart += ["--from-dir", str(from_dir)]
+    steps = [wikiart, [sys.executable, "-m", "tools.get_ilsvrc_aux"]]
+    if not weights:
+        steps.insert(1, [sys.executable, "-m", "tools.download_model", "bvlc_alexnet"])
     for cmd in steps:
         if subprocess.run(cmd, cwd=repo).returncode != 0:
             raise RuntimeError(f"`{' '.join(cmd[1:])}` failed (see above)")
@@ -191,6 +181,11 @@ def main(argv=None):
     ap.add_argument("-s", "--seed", type=int, default=761218, help="subset seed (the exercise: 761218)")
     ap.add_argument("-i", "--images", type=int, default=2000, help="images to download (the exercise: 2000)")
     ap.add_argument("-w", "--workers", type=int, default=16, help="download threads (default 16)")
+    ap.add_argument("--timeout", type=float, default=30, help="seconds to wait for a WikiArt server (default 30)")
+    ap.add_argument("--from-dir", metavar="DIR", help="WikiArt images you already have (<Style>/<image_id>.jpg, "
+                                                      "any depth): used first, the rest downloaded")
+    ap.add_argument("--weights", metavar="PATH", help="pretrained AlexNet .caffemodel you already have (checked "
+                                                      "against the net by shapes; default: download BVLC AlexNet)")
     ap.add_argument("--modes", nargs="+", default=list(tasks.MODES), help=f"any of {', '.join(tasks.MODES)}")
     ap.add_argument("--max-iter", type=int, help="iterations of the fine-tuning modes (default 1000)")
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
@@ -200,12 +195,16 @@ def main(argv=None):
         for m in a.modes:
             if m not in tasks.MODES:
                 raise ValueError(f"unknown mode '{m}': choose from {', '.join(tasks.MODES)}")
-        prepare_wikiart(a.seed, a.images, a.workers)
+        weights = Path(a.weights).resolve() if a.weights else None
+        if weights and not weights.is_file():
+            raise FileNotFoundError(f"--weights {a.weights}: no such file. Fix: give the path of your .caffemodel "
+                                    "(make q2 WEIGHTS=path), or leave it out to download BVLC AlexNet")
+        prepare_wikiart(a.seed, a.images, a.workers, timeout=a.timeout, from_dir=a.from_dir, weights=weights)
         task = tasks.with_counts(tasks.WIKIART, count_lines(paths.REPO / "data/wikiart/train.txt"),
                                  count_lines(paths.REPO / "data/wikiart/val.txt"))
         if a.max_iter:
             task = tasks.dataclasses.replace(task, max_iter=a.max_iter, stepsize=max(1, a.max_iter * 2 // 5))
-        run(task, a.modes, gpu=a.gpu or None)
+        run(task, a.modes, pretrained=weights, gpu=a.gpu or None)
 
 
 if __name__ == "__main__":

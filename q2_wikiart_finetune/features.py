@@ -24,7 +24,8 @@ def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, re
     if labels is None:
         raise ValueError(f"{list_file} has no labels: the cached-feature path trains on labelled lists")
     mean = predict.mean_pixel(repo / task.mean_file if task.mean_file else None, task.mean_value)
-    clf = predict.load_classifier(deploy, repo / pretrained, new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu)
+    clf = predict.load_classifier(deploy, repo / pretrained, new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu,
+                                  new_layers=[task.last_layer])
     feats = [predict.predict(clf, files, blob=task.feature_blob, progress=progress)]
     all_labels = list(labels)
     if mirror:

@@ -4,7 +4,8 @@
         --images data/wikiart/val.txt --out results/q2/submission.csv [--oversample]
 
 `--images` is a folder (every image in it, id = file name without extension) or a list file of
-`path [label]` lines (paths relative to --root). With labels it also writes accuracy, per-class
+`path [label]` lines (paths relative to --root; by default the list's folder, or its images/ subfolder
+where download_wikiart.py put them). With labels it also writes accuracy, per-class
 accuracy and a confusion-matrix PNG beside the CSV. Centre crop by default; `--oversample` averages
 the 10 crops (4 corners + centre, and their mirrors) like `caffe.Classifier`.
 """
@@ -52,7 +53,9 @@ def mean_pixel(mean_file=None, mean_value=None) -> np.ndarray:
     return mean.reshape(mean.shape[0], -1).mean(axis=1).astype(np.float32)
 
 
-def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None) -> Classifier:
+def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_layers=()) -> Classifier:
+    """The deploy net with `weights` (checked to fit; `new_layers` may be missing from them: feature extraction
+    runs the fine-tuning deploy with the pretrained weights, which lack the new last layer)."""
     import caffe
 
     from tools.caffe_runner import gpu_args
@@ -63,7 +66,13 @@ def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None) -> Class
     if gpu_args(gpu):  # refuses on a CPU-only build
         caffe.set_mode_gpu()
         caffe.set_device(int(str(gpu).split(",")[0]))
-    net = caffe.Net(str(deploy), str(weights), caffe.TEST)
+    from tools.weights import check_fits
+
+    net = caffe.Net(str(deploy), caffe.TEST)
+    # Caffe aborts the process on weights of another shape and silently keeps fillers for missing layers
+    check_fits(net, weights, new_layers=new_layers, require_all=True,
+               fix=f"give the weights trained with {deploy} (a snapshot of the same mode and class count)")
+    net.copy_from(str(weights))
     shape = net.blobs["data"].data.shape
     if shape[2:] != (crop, crop):
         raise ValueError(f"{deploy} takes {shape[2]}x{shape[3]} inputs but crop is {crop}")
@@ -121,10 +130,23 @@ def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=10,
     return np.concatenate(out)
 
 
+def list_root(list_file, entries) -> Path:
+    """The folder a list's paths are relative to when none is given: the list's own folder, or its images/
+    subfolder (download_wikiart.py writes data/wikiart/val.txt with paths relative to data/wikiart/images/)."""
+    here = Path(list_file).parent
+    for root in (here, here / "images"):
+        if entries and (root / entries[0]).exists():
+            return root
+    return here
+
+
 def read_list(list_file, root=None):
-    """(files, labels or None) from `path [label]` lines; paths relative to `root`."""
+    """(files, labels or None) from `path [label]` lines; paths relative to `root` (default: `list_root`)."""
     list_file = Path(list_file)
-    root = Path(root) if root else list_file.parent
+    if root is None:
+        firsts = [line.split()[0] for line in list_file.read_text().splitlines() if line.split()][:1]
+        root = list_root(list_file, firsts)
+    root = Path(root)
     files, labels = [], []
     for n, line in enumerate(list_file.read_text().splitlines(), 1):
         parts = line.split()
@@ -207,8 +229,10 @@ def main(argv=None):
     ap.add_argument("--images", required=True, help="a folder of images, or a list file of 'path [label]' lines")
     ap.add_argument("--out", required=True, help="submission CSV to write")
     ap.add_argument("--deploy", default=str(paths.REPO / task.path("finetune", "deploy.prototxt")))
-    ap.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder)")
-    ap.add_argument("--mean-file", default=str(paths.REPO / task.mean_file))
+    ap.add_argument("--root", help="folder the list's paths are relative to (default: the list's folder, or its "
+                                   "images/ subfolder when the paths are there)")
+    ap.add_argument("--mean-file", default=str(paths.DATA / "ilsvrc12" / "imagenet_mean.binaryproto"),
+                    help="mean .binaryproto or .npy (default: the ImageNet mean that tools.get_ilsvrc_aux fetches)")
     ap.add_argument("--mean-value", type=float, nargs="+", help="per-channel BGR mean instead of a mean file")
     ap.add_argument("--new-size", type=int, default=task.new_size, help="resize before cropping (default 256)")
     ap.add_argument("--crop", type=int, default=task.crop, help="crop size (default 227)")
@@ -225,7 +249,7 @@ def main(argv=None):
         mean = mean_pixel(None if a.mean_value else a.mean_file, a.mean_value)
         clf = load_classifier(a.deploy, a.weights, new_size=a.new_size, crop=a.crop, mean=mean, gpu=a.gpu)
         probs = predict(clf, files, oversample=a.oversample)
-    except (FileNotFoundError, ValueError, CaffeError) as e:
+    except (FileNotFoundError, ValueError, CaffeError, OSError) as e:
         sys.exit(f"error: {e}")
     predicted = probs.argmax(axis=1)
     out = write_submission(a.out, [Path(f).stem for f in files], predicted.tolist(), (a.id_column, a.label_column))

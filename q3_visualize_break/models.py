@@ -10,8 +10,9 @@ also depends on the other classes), with `force_backward: true` (without it Caff
 pass before the input) and a batch of one image.
 
 Model choices:
-  bvlc_alexnet  BVLC AlexNet on ImageNet: weights from `python -m tools.download_model bvlc_alexnet`,
-                class names and mean from `python -m tools.get_ilsvrc_aux`
+  bvlc_alexnet  BVLC AlexNet on ImageNet: weights from `python -m tools.download_model bvlc_alexnet`
+                (or a copy you have: Q3_WEIGHTS=path, `make q3 WEIGHTS=path`), class names and mean
+                from `python -m tools.get_ilsvrc_aux`
   demo          the offline model `make demo` trains, described by results/demo/pretrained/model.json
   PATH          any such model card (model.json)
   auto          bvlc_alexnet when its weights are present, else demo when its card is present
@@ -45,7 +46,11 @@ SYNSET_WORDS = paths.DATA / "ilsvrc12" / "synset_words.txt"
 IMAGENET_MEAN = paths.DATA / "ilsvrc12" / "imagenet_mean.npy"
 CARD_KEYS = ("name", "weights", "classes", "width", "crop", "channels", "mean_value", "raw_scale", "description")
 CHOICES = ("auto", "bvlc_alexnet", "demo")
-SMALL_WEIGHTS_BYTES = 64 << 20  # weights files this small are checked against the net before loading
+WEIGHTS_ENV = "Q3_WEIGHTS"  # a BVLC AlexNet .caffemodel the user already has, used instead of BVLC_WEIGHTS
+
+
+def bvlc_weights() -> Path:
+    return Path(os.environ.get(WEIGHTS_ENV) or BVLC_WEIGHTS)
 
 
 def demo_card_path() -> Path:
@@ -154,12 +159,12 @@ def resolve_choice(choice: str) -> str:
     """"auto" -> "bvlc_alexnet" or "demo", whichever is present; others pass through."""
     if choice != "auto":
         return choice
-    if BVLC_WEIGHTS.exists():
+    if bvlc_weights().exists():
         return "bvlc_alexnet"
     if demo_card_path().exists():
         return "demo"
     raise FileNotFoundError(
-        f"no model for Q3: neither {BVLC_WEIGHTS} nor {demo_card_path()} exists. "
+        f"no model for Q3: neither {bvlc_weights()} nor {demo_card_path()} exists. "
         "Fix: `python -m tools.download_model bvlc_alexnet` fetches BVLC AlexNet (ImageNet; also run "
         "`python -m tools.get_ilsvrc_aux` for its class names and mean), or `make demo` trains the offline "
         "demo model")
@@ -180,7 +185,9 @@ def load_model(choice="auto", gpu=None) -> "Model":
 
 def load_bvlc_alexnet() -> "Model":
     prototxt = HERE / "bvlc_alexnet_deploy_gradients.prototxt"
-    require(BVLC_WEIGHTS, "the BVLC AlexNet weights", "run `python -m tools.download_model bvlc_alexnet`")
+    weights = bvlc_weights()
+    require(weights, "the BVLC AlexNet weights",
+            f"run `python -m tools.download_model bvlc_alexnet`, or set {WEIGHTS_ENV} to a copy you have")
     require(SYNSET_WORDS, "the ImageNet class names", "run `python -m tools.get_ilsvrc_aux`")
     require(IMAGENET_MEAN, "the ImageNet mean", "run `python -m tools.get_ilsvrc_aux`")
     classes = [line.split(" ", 1)[1].strip() for line in SYNSET_WORDS.read_text().splitlines() if line.strip()]
@@ -189,13 +196,14 @@ def load_bvlc_alexnet() -> "Model":
                          "`python -m tools.get_ilsvrc_aux` again")
     mean = np.load(IMAGENET_MEAN)
     mean_bgr = mean.reshape(mean.shape[0], -1).mean(axis=1) if mean.ndim == 3 else np.asarray(mean, float)
-    net = make_net(prototxt, BVLC_WEIGHTS)
+    net = make_net(prototxt, weights, fix="use BVLC AlexNet's ImageNet weights (python -m tools.download_model "
+                                          f"bvlc_alexnet, or {WEIGHTS_ENV}=path)")
     description = ("BVLC AlexNet (Krizhevsky et al. 2012) trained on ImageNet ILSVRC-2012: 1000 classes, a "
                    "227x227 BGR image minus the per-channel ImageNet mean "
                    f"({', '.join(f'{m:.1f}' for m in mean_bgr)}) in, the unnormalised class scores fc8 out "
                    f"(deploy without Softmax: {prototxt.relative_to(paths.REPO)})")
     return Model(net, make_model_transformer(net, mean_bgr, 255.0), classes, "bvlc_alexnet", description,
-                 prototxt, BVLC_WEIGHTS)
+                 prototxt, weights)
 
 
 def read_card(path) -> dict:
@@ -250,11 +258,13 @@ def load_card(path) -> "Model":
     text = gradients_deploy_text(width=card["width"], crop=card["crop"], num_classes=len(card["classes"]),
                                  channels=card["channels"])
     committed = next((HERE / n for n in DEPLOYS if (HERE / n).exists() and (HERE / n).read_text() == text), None)
+    fix = ("the model card's width/crop/classes must be those the weights were trained with; or point its "
+           "'weights' at the right file")
     if committed is not None:
-        net, prototxt = make_net(committed, weights), committed
+        net, prototxt = make_net(committed, weights, fix), committed
     else:
         with tempfile.TemporaryDirectory() as tmp:  # caffe.Net only reads files
-            net, prototxt = make_net(write_text(Path(tmp) / "deploy_gradients.prototxt", text), weights), None
+            net, prototxt = make_net(write_text(Path(tmp) / "deploy_gradients.prototxt", text), weights, fix), None
     where = prototxt.relative_to(paths.REPO) if prototxt else "generated for this card"
     description = (f"{card['description']} ({len(card['classes'])} classes; AlexNet at width {card['width']}, "
                    f"{card['crop']}x{card['crop']} input; deploy without Softmax: {where}; weights {weights})")
@@ -268,35 +278,17 @@ def require(path: Path, what: str, fix: str):
         raise FileNotFoundError(f"{what} ({path}) not found: {fix}")
 
 
-def make_net(prototxt, weights):
-    """caffe.Net in TEST phase with `weights`, after checking small weights files match the net."""
+def make_net(prototxt, weights, fix=None):
+    """caffe.Net in TEST phase with `weights`, checked first: Caffe aborts the process on a shape mismatch and
+    silently keeps random fillers for a layer the weights lack; both mean the weights belong to another net."""
     import caffe
 
+    from tools.weights import check_fits
+
     net = caffe.Net(str(prototxt), caffe.TEST)
-    if Path(weights).stat().st_size <= SMALL_WEIGHTS_BYTES:
-        check_weights_match(net, weights)  # Caffe aborts the process on a mismatch; say what is wrong instead
+    check_fits(net, weights, require_all=True, fix=fix)
     net.copy_from(str(weights))
     return net
-
-
-def check_weights_match(net, weights):
-    """Every learnable layer of `net` is in `weights` with the same blob shapes (else ValueError).
-
-    Caffe's copy_from silently keeps random fillers for a layer the weights lack, and aborts the whole
-    process on a shape mismatch; both mean the card describes a different net than was trained.
-    """
-    from tools import weights as caffe_weights
-
-    stored = caffe_weights.param_shapes(weights)
-    for name, blobs in net.params.items():
-        if name not in stored:
-            raise ValueError(f"{weights} has no layer '{name}': these weights were trained for another net "
-                             "(fix the model card's width/crop/classes, or point it at the right weights)")
-        want = [tuple(b.data.shape) for b in blobs]
-        have = stored[name]
-        if [int(np.prod(s)) for s in want] != [int(np.prod(s)) for s in have]:
-            raise ValueError(f"{weights}: layer '{name}' holds blobs of shape {have}, the net expects {want}: the "
-                             "model card's width/crop/classes differ from what the weights were trained with")
 
 
 def make_model_transformer(net, mean_bgr, raw_scale):

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from q3_visualize_break.models import WEIGHTS_ENV
 from tools import paths
 from tools.fileio import write_text
 
@@ -27,11 +28,13 @@ class NotebookError(RuntimeError):
     """A notebook cell failed; the message names the notebook, the cell and the error."""
 
 
-def kernel_env(out: Path, model: str, fast: bool, gpu) -> dict:
+def kernel_env(out: Path, model: str, fast: bool, gpu, weights=None) -> dict:
     env = dict(os.environ)
     env.update(Q3_MODEL=str(model), Q3_FAST="1" if fast else "", Q3_OUT=str(out), GLOG_minloglevel="2")
     if gpu is not None:
         env["GPU"] = str(gpu)
+    if weights:
+        env[WEIGHTS_ENV] = str(Path(weights).resolve())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.REPO), env.get("PYTHONPATH", "")) if p)
     env.pop("MPLBACKEND", None)  # the kernel's inline backend puts figures into the executed notebook
     return env
@@ -68,8 +71,9 @@ def run_notebook(name: str, out: Path, env: dict, timeout=3600) -> Path:
     return executed
 
 
-def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeout=3600) -> list:
-    """Execute the notebooks (all, or those named in `only`); returns the executed copies' paths."""
+def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeout=3600, weights=None) -> list:
+    """Execute the notebooks (all, or those named in `only`); returns the executed copies' paths.
+    `weights`: a BVLC AlexNet .caffemodel the user has, for model bvlc_alexnet (and auto)."""
     out = Path(out) if out else paths.RESULTS / "q3"
     out = (out if out.is_absolute() else Path.cwd() / out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,9 @@ def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeo
             gpu_args(gpu)  # a CPU-only build: say so before a kernel starts
         except CaffeError as e:
             raise ValueError(str(e)) from None
-    env = kernel_env(out, model, fast, gpu)
+    if weights and not Path(weights).is_file():
+        raise ValueError(f"--weights {weights}: no such file. Fix: give the path of your bvlc_alexnet.caffemodel")
+    env = kernel_env(out, model, fast, gpu, weights)
     executed = []
     for name in names:
         start = time.time()
@@ -105,10 +111,14 @@ def main(argv=None):
                     help="small iteration counts, for a quick check (also Q3_FAST=1)")
     ap.add_argument("--gpu", default=None, help="CUDA device id (default: $GPU, empty for the CPU)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks, e.g. saliency-maps")
+    ap.add_argument("--weights", metavar="PATH", default=os.environ.get(WEIGHTS_ENV),
+                    help=f"a BVLC AlexNet .caffemodel you have, for --model bvlc_alexnet/auto (default: "
+                         f"${WEIGHTS_ENV}, "
+                         "else models/bvlc_alexnet/bvlc_alexnet.caffemodel)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds a single cell may run (default 3600)")
     a = ap.parse_args(argv)
     try:
-        run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout)
+        run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout, a.weights)
     except (NotebookError, ValueError) as e:
         print(f"[q3] FAILED: {e}", file=sys.stderr)
         return 1

@@ -3,15 +3,22 @@
     with FileServer() as server:
         server.add("/a.bin", data, faults=[Status(500), Drop(after=100_000)])
         download(server.url("/a.bin"), tmp_path / "a.bin")
-        server.requests("/a.bin")      # [Request(path, headers), ...] in arrival order
+        server.requests("/a.bin")      # [Request(path, headers, time), ...] in arrival order
 
 Each request for a path takes that path's next fault; once none are left the file is served
 normally, honouring `Range: bytes=N-` (206) unless it was added with `ignore_range=True`.
 Unknown paths get a 404. Stalls wait on an event that `stop()` sets, so shutting down never hangs.
+
+Faults: `Status(code, body, headers)` (e.g. 429 with `{"Retry-After": "1"}`), `Redirect(location,
+code)` (to a path here or a URL on another server), `Body(data)` (200 with other content, e.g. an
+HTML page), `Drop(after)` (a body shorter than its Content-Length) and `Stall(seconds)`.
+`FileServer(latency=s)` answers every request `s` seconds late, so that requests overlap;
+`max_in_flight()` is the most requests it was answering at one time.
 """
 
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,10 +27,22 @@ from urllib.parse import urlsplit
 
 @dataclass(frozen=True)
 class Status:
-    """Reply with this status code (and a short body)."""
+    """Reply with this status code (and a short body, and extra headers such as Retry-After).
+
+    A header value may be a function, called for each reply (e.g. an HTTP-date a few seconds ahead).
+    """
 
     code: int
     body: bytes = b"error\n"
+    headers: dict = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Reply `code` (301, 302, 307, ...) with Location: a path on this server or a URL on another one."""
+
+    location: str
+    code: int = 302
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class Body:
 class Request:
     path: str
     headers: dict
+    time: float = 0.0  # time.time() at arrival, comparable with HTTP dates
 
 
 @dataclass
@@ -66,9 +86,12 @@ class _File:
 class FileServer:
     """A ThreadingHTTPServer on 127.0.0.1 at a free port, serving what `add` gave it."""
 
-    def __init__(self):
+    def __init__(self, latency: float = 0.0):
+        self.latency = latency
         self._files: dict[str, _File] = {}
         self._requests: list[Request] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = None
@@ -92,6 +115,11 @@ class FileServer:
     def requests(self, path: str | None = None) -> list[Request]:
         with self._lock:
             return [r for r in self._requests if path is None or r.path == path]
+
+    def max_in_flight(self) -> int:
+        """The most requests this server was answering at one time."""
+        with self._lock:
+            return self._max_in_flight
 
     def start(self) -> "FileServer":
         owner = self
@@ -123,16 +151,32 @@ class FileServer:
         self.stop()
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            if self.latency:
+                self._stopping.wait(self.latency)
+            self._answer(handler)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         path = urlsplit(handler.path).path
         with self._lock:
-            self._requests.append(Request(path, dict(handler.headers)))
+            self._requests.append(Request(path, dict(handler.headers), time.time()))
             file = self._files.get(path)
             fault = file.faults.popleft() if file and file.faults else None
         try:
             if file is None:
                 self._reply(handler, 404, {}, b"not found\n")
             elif isinstance(fault, Status):
-                self._reply(handler, fault.code, {}, fault.body)
+                headers = {name: value() if callable(value) else value for name, value in fault.headers.items()}
+                self._reply(handler, fault.code, headers, fault.body)
+            elif isinstance(fault, Redirect):
+                location = fault.location if "://" in fault.location else self.url(fault.location)
+                self._reply(handler, fault.code, {"Location": location}, b"moved\n")
             elif isinstance(fault, Body):
                 self._reply(handler, 200, {"Content-Type": fault.content_type}, fault.data)
             elif isinstance(fault, Stall) and fault.after is None:

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 from http_fixtures import Body, Drop, FileServer, Stall, Status
 
+from tools import download as download_module
 from tools.download import DownloadError, download, http_session, partial_path
 
 FAST = dict(timeout=(2, 1), retries=2, progress=False)
@@ -80,6 +81,16 @@ def test_server_error_is_retried(server, payload, tmp_path):
     assert len(server.requests("/f.bin")) == 3
 
 
+def test_retry_after_is_honoured_but_capped(server, payload, tmp_path, monkeypatch):
+    """A 503 asking for an hour's wait is retried after MAX_RETRY_AFTER, not an hour."""
+    monkeypatch.setattr(download_module, "MAX_RETRY_AFTER", 0.3)
+    url = server.add("/f.bin", payload, faults=[Status(503, headers={"Retry-After": "3600"}),
+                                                Status(429, headers={"Retry-After": "3600"})])
+    start = time.monotonic()
+    assert download(url, tmp_path / "f.bin", sha1=sha1(payload), **FAST).read_bytes() == payload
+    assert 0.5 <= time.monotonic() - start < 5 and len(server.requests("/f.bin")) == 3
+
+
 def test_server_error_that_persists(server, payload, tmp_path):
     url = server.add("/f.bin", payload, faults=[Status(500)] * 5)
     with pytest.raises(DownloadError, match=r"HTTP 500 for .*/f.bin.*try again later"):
@@ -95,19 +106,20 @@ def test_not_found_leaves_nothing_behind(server, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_checksum_mismatch_deletes_the_file(server, payload, tmp_path):
+def test_checksum_mismatch_keeps_the_download_aside(server, payload, tmp_path):
     url = server.add("/f.bin", payload)
     dest = tmp_path / "f.bin"
-    with pytest.raises(DownloadError, match=f"expected sha1 {'0' * 40}, got {sha1(payload)}.*deleted"):
+    with pytest.raises(DownloadError, match=f"expected sha1 {'0' * 40}, got {sha1(payload)}.*kept as .*f.bin.mismatch"):
         download(url, dest, sha1="0" * 40, **FAST)
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin.mismatch"]
+    assert (tmp_path / "f.bin.mismatch").read_bytes() == payload
 
 
 def test_wrong_content_is_rejected_by_its_checksum(server, payload, tmp_path):
     url = server.add("/f.bin", payload, faults=[Body(b"<html>login</html>")])
-    with pytest.raises(DownloadError, match="checksum mismatch"):
-        download(url, tmp_path / "f.bin", sha1=sha1(payload), **FAST)
-    assert not list(tmp_path.iterdir())
+    with pytest.raises(DownloadError, match="checksum mismatch.*use a copy you trust with make q2 WEIGHTS=path"):
+        download(url, tmp_path / "f.bin", sha1=sha1(payload), own_file_hint="make q2 WEIGHTS=path", **FAST)
+    assert not (tmp_path / "f.bin").exists() and (tmp_path / "f.bin.mismatch").read_bytes() == b"<html>login</html>"
 
 
 def test_stalled_server_times_out(server, payload, tmp_path):
@@ -135,12 +147,18 @@ def test_existing_valid_file_makes_no_request(server, payload, tmp_path):
     assert server.requests() == []
 
 
-def test_existing_invalid_file_is_fetched_again(server, payload, tmp_path):
+def test_existing_file_that_fails_its_checksum_is_moved_aside_never_deleted(server, payload, tmp_path, capsys):
     url = server.add("/f.bin", payload)
     dest = tmp_path / "f.bin"
-    dest.write_bytes(b"corrupt")
-    download(url, dest, sha1=sha1(payload), **FAST)
-    assert dest.read_bytes() == payload and len(server.requests()) == 1
+    for n, content in enumerate((b"the user's own copy", b"another copy"), 1):
+        dest.write_bytes(content)
+        download(url, dest, sha1=sha1(payload), own_file_hint="--weights PATH", **FAST)
+        assert dest.read_bytes() == payload and len(server.requests()) == n
+        dest.unlink()
+    assert (tmp_path / "f.bin.mismatch").read_bytes() == b"the user's own copy"
+    assert (tmp_path / "f.bin.mismatch.2").read_bytes() == b"another copy"
+    note = capsys.readouterr().err
+    assert f"moved it to {tmp_path / 'f.bin.mismatch'}" in note and "use it with --weights PATH" in note
 
 
 def test_complete_partial_file_is_finished_without_a_body(server, payload, tmp_path):
@@ -199,7 +217,9 @@ def test_download_model_cli_errors_without_traceback(server, tmp_path):
                    server.url("/alexnet.caffemodel"))
     assert proc.returncode == 1
     assert "expected sha1 9116a64c0fbe4459d18f4bb6b56d647b63920377" in proc.stderr
-    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+    assert "make q2 WEIGHTS=path" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["bvlc_alexnet.caffemodel.mismatch"]
     proc = run_cli("tools.download_model", "no_such_model", "--out", str(tmp_path))
     assert proc.returncode == 1 and "unknown model 'no_such_model'" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -228,8 +248,8 @@ def test_get_ilsvrc_aux_cli(server, tmp_path):
     proc = run_cli("tools.get_ilsvrc_aux", "--out", str(tmp_path), "--md5", hashlib.md5(archive).hexdigest(),
                    env={"ILSVRC_AUX_URL": server.url("/caffe_ilsvrc12.tar.gz")})
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["imagenet_mean.binaryproto", "imagenet_mean.npy",
-                                                           "synset_words.txt", "synsets.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["caffe_ilsvrc12.tar.gz", "imagenet_mean.binaryproto",
+                                                           "imagenet_mean.npy", "synset_words.txt", "synsets.txt"]
     saved = np.load(tmp_path / "imagenet_mean.npy")
     assert saved.dtype == np.float32 and saved.shape == (3, 256, 256)
     np.testing.assert_array_equal(saved, mean)

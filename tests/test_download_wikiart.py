@@ -4,9 +4,11 @@ import csv
 import gzip
 import io
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
+from email.utils import formatdate
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ import pytest
 from conftest import REPO
 from http_fixtures import Body, Drop, FileServer, Stall, Status
 from PIL import Image
+from real_formats.wikiart_servers import WikiArtHosts
 
+from q2_wikiart_finetune import download_wikiart
 from q2_wikiart_finetune.wikiart_index import STYLES, WikiArtIndexError, parse_index, read_index, select_subset
 
 REFERENCE_INDEX = Path("/work/shared/reference/wikiart/wikiart.csv.gz")
@@ -82,11 +86,11 @@ def test_download_with_faults_and_rerun(server, tmp_path):
 
     proc = run("-s", "3", "-i", "20", "--out", str(out), *FAST, env={"WIKIART_INDEX_URL": index_url})
     assert proc.returncode == 0, proc.stderr
-    assert "Downloading 20 images with 8 workers..." in proc.stdout
+    assert "Downloading 20 images with 8 workers, at most 4 requests at a time per host..." in proc.stdout
     assert proc.stdout.strip().endswith("Writing train/val for 16 successfully downloaded images.")
     assert "Traceback" not in proc.stderr
 
-    failed = {missing: "http 404", stalled: "timeout", html: "not an image", truncated: "truncated image"}
+    failed = {missing: "http 404", stalled: "timeout", html: "html page, not an image", truncated: "truncated image"}
     with open(out / "failures.csv") as f:
         listed = {r["image_id"]: (r["url"], r["cause"]) for r in csv.DictReader(f)}
     assert listed == {i: (server.url(path_of[i]), cause) for i, cause in failed.items()}
@@ -177,3 +181,208 @@ def test_reference_index():
     assert Counter(r.split for r in rows) == {"train": 8000, "test": 2000}
     first = expected_subset(rows, 0, 5)
     assert select_subset(rows, 0, 5) == first
+
+
+# ---- politeness against the servers as they behave today ----------------------------------------------
+
+
+def index_of(urls: dict, tmp_path, labels=None) -> Path:
+    """An index of image_id -> URL (labels by position, every 4th row `test`)."""
+    rows = [[image_id, f"http://www.wikiart.org/en/{image_id}", url, str(i % 10), "test" if i % 4 == 0 else "train"]
+            for i, (image_id, url) in enumerate(urls.items())]
+    return write_index(tmp_path / "index.csv.gz", rows)
+
+
+def failures(out) -> dict:
+    with open(out / "failures.csv") as f:
+        return {r["image_id"]: r["cause"] for r in csv.DictReader(f)}
+
+
+def test_per_host_limit_whatever_the_workers_and_user_agent(tmp_path):
+    with FileServer(latency=0.1) as a, FileServer(latency=0.1) as b:
+        urls = {f"p-{i}": (a if i % 2 else b).add(f"/p-{i}.jpg", jpeg(i), content_type="image/jpeg")
+                for i in range(24)}
+        index = index_of(urls, tmp_path)
+        proc = run("--index", str(index), "--out", str(tmp_path / "out"), "-w", "16", "--per-host", "2",
+                   "--timeout", "5")
+        assert proc.returncode == 0, proc.stderr
+        assert "Writing train/val for 24 successfully downloaded images." in proc.stdout
+        # Sixteen workers, two hosts: each host got two requests at a time, never more.
+        assert a.max_in_flight() == 2 and b.max_in_flight() == 2
+        agents = {r.headers.get("User-Agent") for r in a.requests() + b.requests()}
+    assert len(agents) == 1 and agents.pop().startswith("caffe-toolkit-wikiart/1.0 (course exercise downloader")
+
+
+def test_retry_after_is_waited_counted_and_capped(tmp_path):
+    with WikiArtHosts() as hosts:
+        urls = {"rate-limited": hosts.painting("rate-limited", jpeg(1), "rate_limited"),
+                "unavailable": hosts.painting("unavailable", jpeg(2), "unavailable", retry_in=2),
+                "blocked-for-an-hour": hosts.painting("blocked-for-an-hour", jpeg(3), "over_cap"),
+                "fine": hosts.painting("fine", jpeg(4))}
+        out = tmp_path / "out"
+        proc = run("--index", str(index_of(urls, tmp_path)), "--out", str(out), "-w", "4", "--retries", "2",
+                   "--timeout", "5", "--max-retry-after", "5")
+        assert proc.returncode == 0, proc.stderr
+        assert failures(out) == {"blocked-for-an-hour": "http 429 (Retry-After 3600 s over the 5 s cap)"}
+        assert len(hosts.requests("blocked-for-an-hour")) == 1  # failed at once, not waited for
+        first, second = hosts.requests("rate-limited")
+        assert second.time - first.time >= 0.95  # Retry-After: 1
+        first, second = hosts.requests("unavailable")
+        assert second.time - first.time >= 0.95  # an HTTP-date 1-2 s ahead (whole seconds)
+    waited = re.search(r"Retries: 2 waited on Retry-After \(([\d.]+) s in all\); "
+                       r"1 Retry-After over the 5 s cap", proc.stdout)
+    assert waited, proc.stdout
+    assert 1.9 <= float(waited.group(1)) <= 3.1
+    assert (out / "images" / "unavailable.jpg").read_bytes() == jpeg(2)
+
+
+def test_redirects_blocks_and_broken_replies(tmp_path):
+    behaviours = ["ok", "moved", "chain", "flaky", "hotlink", "gone", "login_page", "short_body", "cut_jpeg",
+                  "stall"]
+    with WikiArtHosts() as hosts:
+        urls = {name: hosts.painting(name, jpeg(i), name) for i, name in enumerate(behaviours)}
+        out = tmp_path / "out"
+        proc = run("--index", str(index_of(urls, tmp_path)), "--out", str(out), *FAST)
+        assert proc.returncode == 0, proc.stderr
+        assert failures(out) == {"hotlink": "http 403", "gone": "http 404", "login_page": "html page, not an image",
+                                 "short_body": "connection dropped", "cut_jpeg": "truncated image",
+                                 "stall": "timeout"}
+        for i, name in enumerate(behaviours[:4]):
+            assert (out / "images" / f"{name}.jpg").read_bytes() == jpeg(i)
+        tries = {name: len(hosts.requests(name)) for name in behaviours}
+        assert tries == {"ok": 1, "moved": 2, "chain": 4, "flaky": 2, "hotlink": 1, "gone": 1, "login_page": 1,
+                         "short_body": 2, "cut_jpeg": 1, "stall": 2}  # 4xx are not retried; redirects are followed
+        assert hosts.cdn.requests() and all(r.headers["User-Agent"].startswith("caffe-toolkit-wikiart")
+                                            for r in hosts.cdn.requests())  # kept across the redirect
+    assert "Retries: 3 after a backoff" in proc.stdout  # flaky, short_body and stall, once each
+
+
+# ---- --from-dir ---------------------------------------------------------------------------------------
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under `folder`: bytes, mode and modification time."""
+    listing = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.lstat()
+        listing[str(path.relative_to(folder))] = (path.read_bytes() if path.is_file() else None, st.st_mode,
+                                                  st.st_mtime_ns)
+    return listing
+
+
+def png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(i))).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_from_dir_then_download_the_rest_and_no_download(server, tmp_path):
+    rows = make_rows(server, 14)
+    index = write_index(tmp_path / "index.csv.gz", rows)
+    chosen = [row[0] for row in expected_subset(rows, 3, 10)]
+    not_chosen = next(row[0] for row in rows if row[0] not in chosen)
+    have = tmp_path / "collection"
+    files = {chosen[0]: "Impressionism/{}.jpg", chosen[1]: "Baroque/more/deeper/{}.JPEG",
+             chosen[2]: "Realism/{}.png", chosen[3]: "Symbolism/{}.jpg", chosen[4]: "Expressionism/{}.jpeg"}
+    for n, (image_id, pattern) in enumerate(files.items()):
+        path = have / pattern.format(image_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = png(100 + n) if path.suffix == ".png" else jpeg(100 + n)
+        path.write_bytes(data[:900] if image_id == chosen[3] else data)  # chosen[3]: damaged
+    (have / "README.txt").write_text("WikiArt, by style\n")
+    (have / "Impressionism" / f"{not_chosen}.jpg").write_bytes(jpeg(7))  # in the index, not in the subset
+    (have / "Impressionism" / f"{chosen[5]}.txt").write_text("notes\n")  # the right name, not an image
+    before = snapshot(have)
+
+    out = tmp_path / "out"
+    proc = run("-s", "3", "-i", "10", "--index", str(index), "--out", str(out), "--from-dir", str(have), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Found 4 of 10 in {have}; 6 missing (1 of them damaged there, not used)" in proc.stdout
+    assert f"not used: {have / 'Symbolism' / (chosen[3] + '.jpg')} (truncated image)" in proc.stdout
+    assert "6 downloaded, 4 copied from" in proc.stdout
+    downloaded = [chosen[3], *chosen[5:]]  # the damaged one and those not found
+    assert sorted({r.path for r in server.requests()}) == sorted(f"/images/{i}.jpg" for i in downloaded)
+    images = out / "images"
+    for n in (0, 1, 4):
+        assert (images / f"{chosen[n]}.jpg").read_bytes() == jpeg(100 + n)
+    with Image.open(images / f"{chosen[2]}.jpg") as converted:
+        assert converted.format == "JPEG" and converted.size == (48, 36)
+    assert failures(out) == {}
+    assert sorted(p.name for p in images.iterdir()) == sorted(f"{i}.jpg" for i in chosen)
+
+    requested = len(server.requests())
+    alone = tmp_path / "alone"
+    proc = run("-s", "3", "-i", "10", "--index", str(index), "--out", str(alone), "--from-dir", str(have),
+               "--no-download", "--link", "hard", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert len(server.requests()) == requested  # nothing downloaded
+    assert os.path.samefile(alone / "images" / f"{chosen[0]}.jpg", have / files[chosen[0]].format(chosen[0]))
+    assert not (alone / "images" / f"{chosen[2]}.jpg").is_symlink()
+    with Image.open(alone / "images" / f"{chosen[2]}.jpg") as converted:
+        assert converted.format == "JPEG"  # a PNG is converted, never linked
+    assert failures(alone) == {chosen[3]: "damaged in --from-dir: truncated image",
+                               **{i: "not in --from-dir" for i in chosen[5:]}}
+    listed = (alone / "train.txt").read_text() + (alone / "val.txt").read_text()
+    assert sorted(line.split()[0] for line in listed.splitlines()) == sorted(f"{chosen[n]}.jpg" for n in (0, 1, 2, 4))
+    assert snapshot(have) == before  # the collection was only read
+
+
+@pytest.mark.skipif(not REFERENCE_INDEX.exists(), reason="the course's wikiart.csv.gz is not on this machine")
+def test_from_dir_finds_real_ids_in_style_folders(tmp_path):
+    subset = select_subset(read_index(REFERENCE_INDEX), 761218, 2000)
+    have = tmp_path / "wikiart"
+    picked = subset[::100]
+    for n, painting in enumerate(picked):
+        path = have / STYLES[painting.label] / painting.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg(n, size=(16, 12)))
+    out = tmp_path / "out"
+    proc = run("-s", "761218", "-i", "2000", "--index", str(REFERENCE_INDEX), "--out", str(out),
+               "--from-dir", str(have), "--no-download")
+    assert proc.returncode == 0, proc.stderr
+    assert f"Found 20 of 2,000 in {have}; 1,980 missing" in proc.stdout
+    for split, name in (("train", "train.txt"), ("test", "val.txt")):
+        expected = [f"{p.filename} {p.label}" for p in picked if p.split == split]
+        assert (out / name).read_text().splitlines() == expected
+    assert Counter(failures(out).values()) == {"not in --from-dir": 1980}
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-i", "0"], "argument -i/--images: 0: give a positive number of images, or -1 for all"),
+    (["-i", "-5"], "argument -i/--images: -5: give a positive number of images, or -1 for all"),
+    (["-w", "0"], "argument -w/--workers: 0 workers would download nothing"),
+    (["--per-host", "0"], "argument --per-host: 0: must be at least 1"),
+    (["--max-retry-after", "-1"], "argument --max-retry-after: -1: must be 0 or more seconds"),
+    (["--link", "hard"], "--link only applies with --from-dir"),
+    (["--from-dir", "{tmp}/none"], "--from-dir {tmp}/none: no such folder"),
+    (["--from-dir", "{tmp}", "--out", "{tmp}/out"], "its images/ folder is inside --from-dir {tmp}"),
+])
+def test_bad_arguments_are_refused(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        download_wikiart.parse_args([arg.format(tmp=tmp_path) for arg in args])
+    assert exit_.value.code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_one_site_many_servers_shares_one_limit():
+    assert download_wikiart.host_of("https://uploads3.wikiart.org/images/a.jpg") == download_wikiart.host_of("http://uploads8.WikiArt.org/b.jpg")
+    assert download_wikiart.host_of("http://127.0.0.1:8000/a.jpg") != download_wikiart.host_of("http://127.0.0.1:8001/a.jpg")
+
+
+def test_course_meanings_of_i_and_w_are_kept():
+    args = download_wikiart.parse_args(["-i", "-1", "-w", "-1"])
+    assert args.images == -1 and download_wikiart.workers_for(args.workers) == max(1, (os.cpu_count() or 1) - 1)
+    assert download_wikiart.workers_for(-1000) == 1 and download_wikiart.workers_for(32) == 32
+    assert args.per_host == 4 and args.max_retry_after == 60
+
+
+def test_retry_after_forms():
+    now = 1_445_412_450.0  # 30 s before Wed, 21 Oct 2015 07:28:00 GMT
+    assert download_wikiart.retry_after_seconds("120", now) == 120
+    assert download_wikiart.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now) == 30
+    assert download_wikiart.retry_after_seconds(formatdate(now - 60, usegmt=True), now) == 0  # in the past
+    for unreadable in (None, "", "soon", "1.5", "\u00b2"):
+        assert download_wikiart.retry_after_seconds(unreadable, now) is None

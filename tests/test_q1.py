@@ -4,13 +4,21 @@ is exact and seeded, bad input is refused before training, and the experiment wr
 import dataclasses
 import gzip
 import io
+import json
 import pickle
+import pickletools
+import re
+import shutil
+import subprocess
+import sys
 import tarfile
+import warnings
 
 import caffe
 import numpy as np
 import pytest
 from conftest import REPO
+from real_formats import cifar10 as cifar10_format
 
 from q1_dropout_augment import data, experiment, nets, warp_layer
 from tools import caffe_runner, lmdb_io
@@ -151,30 +159,158 @@ def test_stratified_subset_counts_and_seed(fashion):
     assert len(set(a.tolist())) == 1000
 
 
-def fake_cifar_archive(path, per_batch=4):
-    """A tiny archive in CIFAR-10's real layout: pickled dicts of RGB planes."""
-    rng = np.random.RandomState(0)
-    with tarfile.open(path, "w:gz") as tar:
-        def add(name, obj):
-            raw = pickle.dumps(obj)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-        for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-            add(name, {b"data": rng.randint(0, 256, (per_batch, 3072)).astype(np.uint8),
-                       b"labels": list(range(per_batch))})
-        add("batches.meta", {b"label_names": [n.encode() for n in "abcdefghij"]})
+@pytest.fixture
+def cifar_archive(tmp_path):
+    """CIFAR-10's real python archive format (tests/real_formats/cifar10.py), 20 images per batch."""
+    return cifar10_format.write_archive(tmp_path / "archive" / "cifar-10-python.tar.gz", per_batch=20)
 
 
-def test_cifar_parser_gives_bgr_chw(tmp_path):
-    fake_cifar_archive(tmp_path / "c.tar.gz")
-    ds = load_cifar10(tmp_path / "c.tar.gz")
-    assert ds.train_images.shape == (20, 3, 32, 32) and ds.test_images.shape == (4, 3, 32, 32)
-    with tarfile.open(tmp_path / "c.tar.gz") as tar:
-        first = pickle.load(tar.extractfile("cifar-10-batches-py/data_batch_1"))
-    rgb = first[b"data"][0].reshape(3, 32, 32)
-    np.testing.assert_array_equal(ds.train_images[0], rgb[::-1])  # B, G, R planes
-    assert ds.classes == list("abcdefghij")
+def test_cifar10_fixture_is_the_published_format(cifar_archive):
+    with tarfile.open(cifar_archive) as tar:
+        assert tar.getnames()[0] == "cifar-10-batches-py" and tar.getmember("cifar-10-batches-py").isdir()
+        raws = {name: tar.extractfile(f"cifar-10-batches-py/{name}").read()
+                for name in [*cifar10_format.TRAIN, "test_batch", "batches.meta"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy 2 must not warn about the pickles' numpy.core.multiarray
+        for raw in raws.values():
+            pickletools.dis(raw, out=io.StringIO())
+            assert b"U\x0bbatch_label" in raw or b"U\x0blabel_names" in raw  # py2 str: SHORT_BINSTRING
+        batch = pickle.loads(raws["data_batch_3"], encoding="bytes")  # the CIFAR page's own loader
+        meta = pickle.loads(raws["batches.meta"], encoding="bytes")
+        ds = load_cifar10(cifar_archive)
+    assert set(batch) == {b"batch_label", b"labels", b"data", b"filenames"}
+    assert batch[b"data"].dtype == np.uint8 and batch[b"data"].shape == (20, 3072)
+    assert len(batch[b"labels"]) == 20 and set(batch[b"labels"]) == set(range(10))
+    assert batch[b"batch_label"] == b"training batch 3 of 5" and batch[b"filenames"][0].endswith(b".png")
+    assert meta[b"label_names"][0] == b"airplane" and meta[b"num_vis"] == 3072
+    assert ds.train_images.shape == (100, 3, 32, 32) and ds.test_images.shape == (20, 3, 32, 32)
+
+
+def test_load_cifar10_gives_bgr_chw_and_the_archives_classes(tmp_path):
+    members = cifar10_format.batches(per_batch=20)
+    members["batches.meta"]["label_names"] = [f"class {i}" for i in range(10)]
+    path = cifar10_format.write_archive(tmp_path / "c.tar.gz", members=members)
+    ds = load_cifar10(path)
+    rgb = members["data_batch_2"]["data"][5].reshape(3, 32, 32)
+    np.testing.assert_array_equal(ds.train_images[20 + 5], rgb[::-1])  # B, G, R planes
+    np.testing.assert_array_equal(ds.test_labels, members["test_batch"]["labels"])
+    assert ds.classes == [f"class {i}" for i in range(10)]
+
+
+def file_state(path):
+    st = path.stat()
+    return path.read_bytes(), st.st_mtime_ns
+
+
+def test_prepare_cifar10_from_an_archive(tmp_path, cifar_archive):
+    before = file_state(cifar_archive)
+    info = data.prepare("cifar10", per_class=2, seed=0, repo=tmp_path, log=lambda *_: None, archive=cifar_archive)
+    folder = tmp_path / "data/q1/cifar10"
+    assert (info["train_count"], info["val_count"], info["subset_count"]) == (100, 20, 20)
+    assert info["classes"] == cifar10_format.LABEL_NAMES and info["image_shape"] == [3, 32, 32]
+    assert (folder / "classes.txt").read_text().split("\n")[:2] == ["airplane", "automobile"]
+    assert info["archive"]["path"] == str(cifar_archive.resolve())
+    assert info["archive"]["size"] == cifar_archive.stat().st_size
+    assert not (tmp_path / "data/cifar10").exists(), "a given archive is used where it is, not copied"
+    # what Caffe reads: the first training record is data_batch_1's first image, its RGB planes as BGR
+    with tarfile.open(cifar_archive) as tar:
+        first = pickle.load(tar.extractfile("cifar-10-batches-py/data_batch_1"), encoding="bytes")
+    image, label = next(lmdb_io.read_lmdb(folder / "train_lmdb"))
+    np.testing.assert_array_equal(image, first[b"data"][0].reshape(3, 32, 32)[::-1])
+    assert label == first[b"labels"][0] and lmdb_io.count(folder / "val_lmdb") == 20
+    # the mean is compute_image_mean's, over the subset
+    subset = np.stack([im for im, _ in lmdb_io.read_lmdb(folder / "train_subset_lmdb")])
+    np.testing.assert_allclose(lmdb_io.read_binaryproto(folder / "train_subset_mean.binaryproto"),
+                               subset.mean(axis=0), atol=1e-3)
+    assert file_state(cifar_archive) == before
+    # the same archive again: nothing to do; another archive (or this one changed): prepared again
+    logged = []
+    data.prepare("cifar10", per_class=2, seed=0, repo=tmp_path, log=logged.append, archive=cifar_archive)
+    assert logged == []
+    other = cifar10_format.write_archive(tmp_path / "other.tar.gz", per_batch=20, seed=1)
+    info = data.prepare("cifar10", per_class=2, seed=0, repo=tmp_path, log=logged.append, archive=other)
+    assert len(logged) == 1 and str(other) in logged[0] and info["archive"]["path"] == str(other.resolve())
+
+
+@pytest.fixture(scope="module")
+def code_repo(tmp_path_factory):
+    """A copy of the code that `python -m q1_dropout_augment.data` runs, so that it prepares into a
+    temporary repo (it writes under the clone it is run from) and not into this clone's data/."""
+    repo = tmp_path_factory.mktemp("q1clone")
+    skip = shutil.ignore_patterns("__pycache__", "setup")
+    for package in ("tools", "q1_dropout_augment"):
+        shutil.copytree(REPO / package, repo / package, ignore=skip)
+    return repo
+
+
+def run_data_cli(repo, *args):
+    return subprocess.run([sys.executable, "-m", "q1_dropout_augment.data", *map(str, args)], cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_data_cli_prepares_from_an_archive(code_repo, cifar_archive):
+    before = file_state(cifar_archive)
+    proc = run_data_cli(code_repo, "--archive", cifar_archive, "--per-class", 2)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert info["dataset"] == "cifar10" and info["subset_count"] == 20
+    assert info["archive"]["path"] == str(cifar_archive.resolve())
+    assert (code_repo / "data/q1/cifar10/train_subset_mean.npy").exists()
+    assert file_state(cifar_archive) == before
+
+
+def drop_test_batch(members):
+    members["test_batch"] = None
+
+
+def one_label_short(members):
+    members["data_batch_3"]["labels"].pop()
+
+
+def label_ten(members):
+    members["test_batch"]["labels"][7] = 10
+
+
+@pytest.mark.parametrize("damage, message", [
+    (drop_test_batch, r"lacks cifar-10-batches-py/test_batch"),
+    (one_label_short, r"cifar-10-batches-py/data_batch_3: 'labels' has 19 entries but 'data' has 20 rows"),
+    (label_ten, r"cifar-10-batches-py/test_batch: 'labels' holds 10 \(entry 7"),
+    ("truncate", r"not a whole gzip tar"),
+])
+def test_damaged_cifar10_archives_fail_in_one_line(tmp_path, code_repo, damage, message):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    members = cifar10_format.batches(per_batch=20)
+    if damage == "truncate":
+        whole = cifar10_format.write_archive(path, members=members).read_bytes()
+        path.write_bytes(whole[:len(whole) // 2])  # a download cut off half-way
+    else:
+        damage(members)
+        cifar10_format.write_archive(path, members=members)
+    before = file_state(path)
+    proc = run_data_cli(code_repo, "--archive", path, "--per-class", 1)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), proc.stderr
+    assert re.search(message, lines[0]) and "--archive" in lines[0] and "download it again" in lines[0]
+    assert file_state(path) == before
+
+
+def test_a_cut_gzip_trailer_is_noticed(tmp_path):
+    whole = cifar10_format.write_archive(tmp_path / "c.tar.gz").read_bytes()
+    (tmp_path / "c.tar.gz").write_bytes(whole[:-6])  # every tar block there, the gzip CRC and size cut
+    with pytest.raises(DatasetError, match="not a whole gzip tar"):
+        load_cifar10(tmp_path / "c.tar.gz")
+
+
+def test_archive_is_refused_with_fashion_mnist_and_when_missing(tmp_path, capsys, cifar_archive):
+    with pytest.raises(SystemExit, match="--archive .* but --dataset is fashion-mnist"):
+        data.main(["--dataset", "fashion-mnist", "--archive", str(cifar_archive)])
+    with pytest.raises(SystemExit, match="but --dataset is fashion-mnist"):
+        experiment.main(["--dataset", "fashion-mnist", "--archive", str(cifar_archive)])
+    with pytest.raises(SystemExit, match="nothing.tar.gz: No such file.*--archive PATH"):
+        experiment.main(["--archive", str(tmp_path / "nothing.tar.gz")])
+    assert data.resolve("auto", tmp_path, archive=cifar_archive) == "cifar10"
+    assert not (tmp_path / "data").exists(), "nothing downloaded"
 
 
 def test_bad_input_is_refused_before_training(tmp_path, fashion):
@@ -187,7 +323,7 @@ def test_bad_input_is_refused_before_training(tmp_path, fashion):
     with pytest.raises(ValueError, match="crop_size 30 must be smaller"):
         nets.train_val(dataclasses.replace(TINY, crop=30), "augment")
     (tmp_path / "broken.tar.gz").write_bytes(b"not a tar file at all")
-    with pytest.raises(DatasetError, match="damaged.*download again"):
+    with pytest.raises(DatasetError, match="damaged.*download it again"):
         load_cifar10(tmp_path / "broken.tar.gz")
     with gzip.open(tmp_path / "short-idx.gz", "wb") as f:
         f.write(bytes([0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28]) + b"\0" * 100)

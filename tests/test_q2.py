@@ -153,7 +153,8 @@ def test_a_weights_file_that_does_not_fit_is_explained(demo_run, tmp_path):
     pretrained = f"results/demo/q2/pretrain/finetune/snap_iter_{TINY_SIZES.pretrain_iter}.caffemodel"
     clash = offline.transfer_task(info, pretrained, TINY_SIZES, last_layer="fc8", num_classes=3, results="clash")
     tasks.write_deploy(clash, repo)
-    with pytest.raises(experiment.WeightsMismatch, match="layer 'fc8'.*5x1024.*3x1024.*renamed"):
+    with pytest.raises(weights.WeightsMismatch, match="layer 'fc8' weights: .* holds 5x1024, the net wants 3x1024.*"
+                                                      "new name"):
         experiment.check_weights_fit(clash, pretrained, repo)
 
 

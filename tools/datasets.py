@@ -5,14 +5,18 @@
     idx = stratified_subset(ds.train_labels, per_class=100, seed=0)
 
 Fashion-MNIST ships in the Debian package `dataset-fashion-mnist` (real data that works offline);
-CIFAR-10 comes from its official archive (see q1_dropout_augment/data.py for the download).
+CIFAR-10 comes from its official python archive, downloaded (q1_dropout_augment/data.py) or the user's
+own (--archive), checked field by field as it is read.
 """
 
 import gzip
+import io
 import pickle
 import tarfile
+import warnings
+import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -77,40 +81,122 @@ def load_fashion_mnist(root=FASHION_MNIST_DIR) -> Dataset:
     return Dataset("fashion-mnist", tr, trl, te, tel, list(FASHION_MNIST_CLASSES))
 
 
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+CIFAR10_META = "batches.meta"
+CIFAR10_DAMAGED = ("the archive is damaged or not CIFAR-10's python version: download it again "
+                   "(https://www.cs.toronto.edu/~kriz/cifar.html) or pass another with --archive PATH "
+                   "(make q1 CIFAR10_ARCHIVE=PATH)")
+# The only globals a CIFAR-10 batch refers to (numpy arrays pickled by numpy 1.x; numpy 2 renamed
+# numpy.core to numpy._core). Anything else is refused: unpickling may call any global it names.
+_CIFAR10_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _CIFAR10_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which no CIFAR-10 batch does "
+                                         "(not loaded: unpickling it could run code)")
+        with warnings.catch_warnings():
+            # numpy 2 keeps numpy.core.multiarray for old pickles; some 2.x releases warn about it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class(module, name)
+
+
 def load_cifar10(archive) -> Dataset:
-    """CIFAR-10 from `cifar-10-python.tar.gz`; RGB planes reordered to Caffe's BGR."""
+    """CIFAR-10 from `cifar-10-python.tar.gz`, checked as it is read; RGB planes reordered to Caffe's BGR.
+
+    Only reads `archive`. Every error names the archive, the member, the field and the fix."""
     archive = Path(archive)
-    if not archive.exists():
-        raise DatasetError(f"{archive} not found: `make q1 DATASET=cifar10` downloads it")
-    batches = {}
+    members = _read_cifar10_members(archive)
+    classes = _cifar10_classes(archive, members[CIFAR10_META])
+    train = [_cifar10_batch(archive, n, members[n]) for n in CIFAR10_BATCHES[:-1]]
+    test_images, test_labels = _cifar10_batch(archive, "test_batch", members["test_batch"])
+    return Dataset("cifar10", np.concatenate([im for im, _ in train]), np.concatenate([lb for _, lb in train]),
+                   test_images, test_labels, classes)
+
+
+def _read_cifar10_members(archive: Path) -> dict:
+    """The unpickled batches and batches.meta, by name; the whole gzip stream is read, so a cut-off
+    or corrupt archive fails here rather than training on part of it."""
+    if not archive.is_file():
+        raise DatasetError(f"{archive} not found: pass the path of a cifar-10-python.tar.gz with --archive PATH "
+                           "(make q1 CIFAR10_ARCHIVE=PATH), or leave it out to download it")
+    wanted = {*CIFAR10_BATCHES, CIFAR10_META}
+    found, current = {}, None
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                name = Path(member.name).name
-                if name.startswith(("data_batch_", "test_batch", "batches.meta")):
-                    batches[name] = pickle.load(tar.extractfile(member), encoding="bytes")
-    except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as e:
-        raise DatasetError(f"{archive} is damaged ({e}): delete it and download again") from None
-    missing = [n for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"] if n not in batches]
+            for member in tar:
+                name = PurePosixPath(member.name).name
+                if member.isfile() and name in wanted and name not in found:
+                    current = member.name
+                    raw = tar.extractfile(member).read()
+                    found[name] = _unpickle_member(archive, member.name, raw)
+                    current = None
+            while tar.fileobj.read(1 << 20):  # tarfile stops at the end marker; the gzip CRC is after it
+                pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        where = f" (in {current})" if current else ""
+        raise DatasetError(f"{archive}: not a whole gzip tar{where}: {e}; {CIFAR10_DAMAGED}") from None
+    missing = [f"{CIFAR10_FOLDER}/{n}" for n in (*CIFAR10_BATCHES, CIFAR10_META) if n not in found]
     if missing:
-        raise DatasetError(f"{archive} lacks {', '.join(missing)}: delete it and download again")
+        raise DatasetError(f"{archive}: lacks {', '.join(missing)}; {CIFAR10_DAMAGED}")
+    return found
 
-    def images(batch):
-        rgb = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32)
-        return np.ascontiguousarray(rgb[:, ::-1])  # RGB -> BGR, what convert_imageset would store
 
-    train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
-    classes = list(CIFAR10_CLASSES)
-    if "batches.meta" in batches:
-        classes = [c.decode() for c in batches["batches.meta"][b"label_names"]]
-    return Dataset(
-        "cifar10",
-        np.concatenate([images(b) for b in train]),
-        np.concatenate([np.asarray(b[b"labels"], np.int64) for b in train]),
-        images(batches["test_batch"]),
-        np.asarray(batches["test_batch"][b"labels"], np.int64),
-        classes,
-    )
+def _unpickle_member(archive: Path, member: str, raw: bytes):
+    try:
+        # encoding="bytes": the batches were pickled by Python 2, whose str keys and text load as bytes
+        return _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as e:  # a damaged pickle can fail in many ways (EOF, bad opcode, bad array state)
+        raise DatasetError(f"{archive}: {member}: not a readable pickle ({e}); {CIFAR10_DAMAGED}") from None
+
+
+def _fields(archive: Path, member: str, obj) -> dict:
+    """A pickled dict with its keys as str (they load as bytes from Python 2's pickles)."""
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{archive}: {CIFAR10_FOLDER}/{member}: holds a {type(obj).__name__}, not a dict; "
+                           f"{CIFAR10_DAMAGED}")
+    return {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _cifar10_batch(archive: Path, member: str, obj):
+    """(images N x 3 x 32 x 32 BGR, labels N) of one batch, after checking its 'data' and 'labels'."""
+    fields = _fields(archive, member, obj)
+    where = f"{archive}: {CIFAR10_FOLDER}/{member}"
+    for key in ("data", "labels"):
+        if key not in fields:
+            raise DatasetError(f"{where}: no '{key}' field; {CIFAR10_DAMAGED}")
+    data = fields["data"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[0] > 0 and data.shape[1] == 3 * 32 * 32):
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DatasetError(f"{where}: 'data' is {got}, expected uint8 (N, 3072): N images of 3 x 32 x 32; "
+                           f"{CIFAR10_DAMAGED}")
+    labels = np.asarray(fields["labels"])
+    if labels.ndim == 1 and len(labels) != len(data):
+        raise DatasetError(f"{where}: 'labels' has {len(labels)} entries but 'data' has {len(data)} rows; "
+                           f"{CIFAR10_DAMAGED}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DatasetError(f"{where}: 'labels' is not a list of integers; {CIFAR10_DAMAGED}")
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        raise DatasetError(f"{where}: 'labels' holds {labels[bad[0]]} (entry {bad[0]}; {bad.size} out of range), "
+                           f"but CIFAR-10's labels are 0..9; {CIFAR10_DAMAGED}")
+    rgb = data.reshape(-1, 3, 32, 32)  # each row: the red, green and blue 32x32 planes, row-major
+    return np.ascontiguousarray(rgb[:, ::-1]), labels.astype(np.int64)  # RGB -> BGR, as convert_imageset stores
+
+
+def _cifar10_classes(archive: Path, obj) -> list:
+    fields = _fields(archive, CIFAR10_META, obj)
+    names = fields.get("label_names")
+    where = f"{archive}: {CIFAR10_FOLDER}/{CIFAR10_META}"
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DatasetError(f"{where}: 'label_names' is missing or not a list of names; {CIFAR10_DAMAGED}")
+    if len(names) != 10:
+        raise DatasetError(f"{where}: 'label_names' has {len(names)} entries, expected 10; {CIFAR10_DAMAGED}")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
 def stratified_subset(labels, per_class: int, seed: int = 0) -> np.ndarray:

@@ -7,11 +7,17 @@ A download streams into `<dest>.part` and continues it with an HTTP Range reques
 call and after a connection drops mid-file; the file is renamed to `dest` only when complete and its
 checksum passes, so `dest` existing means it is whole. Failures raise `DownloadError`, whose message
 names the URL, the cause and the fix.
+
+Nothing a user placed is deleted: a file at `dest` that fails its checksum (a copy from elsewhere, an
+older version) is moved aside to `<dest>.mismatch` before the download, and a download that fails
+its checksum is kept as `<dest>.mismatch` too; the messages say where, and `own_file_hint` tells the
+user how to use a file they trust instead (e.g. `make q2 WEIGHTS=path`).
 """
 
 import hashlib
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +31,7 @@ from urllib3.util.retry import Retry
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 BACKOFF = 0.5  # seconds; retry n waits BACKOFF * 2**(n-1), the first one none (urllib3's schedule)
 MAX_BACKOFF = 30
+MAX_RETRY_AFTER = 120  # seconds; a server asking for a longer wait (429/503 Retry-After) gets this at most
 CHUNK = 1 << 16  # small enough that little is lost when a connection drops mid-chunk
 
 
@@ -39,6 +46,11 @@ class _Retry(Retry):
         if isinstance(error, urllib3.exceptions.NameResolutionError):
             raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
         return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def get_retry_after(self, response):
+        # urllib3 sleeps whatever Retry-After says (an hour, a day): cap it, so a run never hangs on it.
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
 def http_session(retries: int = 5, pool: int = 10, backoff: float = BACKOFF) -> requests.Session:
@@ -107,20 +119,44 @@ class _Interrupted(Exception):
         self.cause, self.progressed = cause, progressed
 
 
+def mismatch_path(dest) -> Path:
+    """A free name beside `dest` for a file that failed its checksum: <name>.mismatch, .mismatch.2, ..."""
+    dest = Path(dest)
+    candidate, n = dest.with_name(dest.name + ".mismatch"), 1
+    while candidate.exists():
+        n += 1
+        candidate = dest.with_name(f"{dest.name}.mismatch.{n}")
+    return candidate
+
+
+def move_aside(path, name_of=None) -> Path:
+    """Rename `path` to the mismatch name of `name_of` (default: itself), in the same folder so the rename is
+    atomic; returns the new path."""
+    target = mismatch_path(name_of or path)
+    os.replace(path, target)
+    return target
+
+
 def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), retries=5, session=None,
-             progress=None, url_env=None) -> Path:
+             progress=None, url_env=None, own_file_hint=None) -> Path:
     """Fetch `url` into `dest` (resuming a partial download) and check its md5/sha1; returns `dest`.
 
     `timeout` is (connect, read) in seconds: the read timeout bounds any silence from the server.
     `progress` None shows a bar only on a terminal. `url_env` names the environment variable that
-    overrides this URL, so an unreachable host's error can say how to use a mirror.
+    overrides this URL, so an unreachable host's error can say how to use a mirror; `own_file_hint`
+    says how to use a file the user already has (e.g. "make q2 WEIGHTS=path").
     """
     dest = Path(dest)
     expected = {name: value.lower() for name, value in (("md5", md5), ("sha1", sha1)) if value}
     if dest.exists():
-        if not checksum_mismatch(dest, expected):
+        mismatch = checksum_mismatch(dest, expected)
+        if not mismatch:
             return dest
-        dest.unlink()  # an old or corrupt copy: fetch it again
+        aside = move_aside(dest)  # the user's copy, or an older version: kept, never deleted
+        algorithm, want, got = mismatch
+        use = f" If you trust that copy, use it with {own_file_hint}." if own_file_hint else ""
+        print(f"note: {dest} has {algorithm} {got}, not the published {want}: moved it to {aside} and "
+              f"downloading the published file.{use}", file=sys.stderr)
     part = partial_path(dest)
     own_session = session is None
     session = session or http_session(retries)
@@ -132,11 +168,13 @@ def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), ret
     mismatch = checksum_mismatch(part, expected)
     if mismatch:
         size = part.stat().st_size
-        part.unlink()
+        aside = move_aside(part, dest) if size else part.unlink()  # an empty body is nothing to keep
         algorithm, want, got = mismatch
-        raise DownloadError(f"checksum mismatch for {url}: expected {algorithm} {want}, got {got} ({size} bytes); "
-                            "the file was deleted. Fix: run again; if it fails the same way, the server holds a "
-                            f"different file: check the URL{_mirror_hint(url_env, ' or')} and the expected checksum")
+        kept = f"kept as {aside}" if aside else "nothing was received"
+        use = f", or use a copy you trust with {own_file_hint}" if own_file_hint else ""
+        raise DownloadError(f"checksum mismatch for {url}: expected {algorithm} {want}, got {got} ({size} bytes, "
+                            f"{kept}). Fix: run again; if it fails the same way, the server holds a different file "
+                            f"(an error page, another version): check the URL{_mirror_hint(url_env, ' or')}{use}")
     os.replace(part, dest)
     return dest
 

@@ -46,7 +46,7 @@ def download_model(name: str, out_dir=None, *, url=None, sha1=None, progress=Non
                             f"Fix: pick a known one, or give its URL with --url (and --sha1)")
     out_dir = Path(out_dir) if out_dir else paths.MODELS / name
     return download(url, out_dir / f"{name}.caffemodel", sha1=sha1, desc=name, progress=progress,
-                    url_env=url_env(name))
+                    url_env=url_env(name), own_file_hint="make q2 WEIGHTS=path (--weights PATH)")
 
 
 def main(argv=None) -> int:

@@ -2,9 +2,11 @@
 
     python -m tools.get_ilsvrc_aux   # -> data/ilsvrc12/: imagenet_mean.binaryproto, imagenet_mean.npy, synset_words.txt
 
-The archive's .txt files and its mean (a 3x256x256 BlobProto, BGR) are kept, the mean also as .npy
-for pycaffe; the archive is deleted afterwards, as the shell script does. `--url` or ILSVRC_AUX_URL
-points at a mirror. The archive's checksum is not published, so it is only checked when given.
+The archive's .txt files and its mean (a BlobProto of legacy dims 1x3x256x256, BGR) are kept, the
+mean also as a (3, 256, 256) .npy for pycaffe. Unlike the shell script, the archive is kept beside them
+(17 MB), so nothing a user placed there is ever deleted and a rerun needs no network. `--url` or
+ILSVRC_AUX_URL points at a mirror; `--archive PATH` unpacks a copy you already have. The archive's
+checksum is not published, so it is only checked when given (`--md5`); its contents are always checked.
 """
 
 import argparse
@@ -18,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tools import paths
-from tools.download import DownloadError, download
+from tools.download import DownloadError, download, move_aside
 from tools.fileio import atomic_path, write_bytes
 
 ARCHIVE_URL = "http://dl.caffe.berkeleyvision.org/caffe_ilsvrc12.tar.gz"
@@ -63,20 +65,28 @@ def save_mean_npy(binaryproto, npy) -> np.ndarray:
     return mean
 
 
-def get_ilsvrc_aux(out_dir=None, *, url=None, md5=None, progress=None) -> Path:
-    """Download and unpack the auxiliary files into `out_dir` (default data/ilsvrc12); returns the folder."""
+def get_ilsvrc_aux(out_dir=None, *, url=None, md5=None, archive=None, progress=None) -> Path:
+    """Download (or take `archive`) and unpack the auxiliary files into `out_dir` (default data/ilsvrc12)."""
     out_dir = Path(out_dir) if out_dir else paths.DATA / "ilsvrc12"
-    url = url or os.environ.get(URL_ENV) or ARCHIVE_URL
-    archive = download(url, out_dir / "caffe_ilsvrc12.tar.gz", md5=md5, desc="caffe_ilsvrc12", progress=progress,
-                       url_env=URL_ENV)
+    if archive is None:
+        url = url or os.environ.get(URL_ENV) or ARCHIVE_URL
+        archive = download(url, out_dir / "caffe_ilsvrc12.tar.gz", md5=md5, desc="caffe_ilsvrc12", progress=progress,
+                           url_env=URL_ENV, own_file_hint="--archive PATH")
+        downloaded = True
+    else:
+        archive, downloaded = Path(archive), False
+        if not archive.is_file():
+            raise DownloadError(f"--archive {archive}: no such file. Fix: give the path of caffe_ilsvrc12.tar.gz, "
+                                "or leave --archive out to download it")
     unpack(archive, out_dir)
     missing = [name for name in REQUIRED if not (out_dir / name).exists()]
     if missing:
-        archive.unlink()
-        raise DownloadError(f"{url}: the archive has no {', '.join(missing)}; it was deleted. "
-                            f"Fix: check the URL (--url / {URL_ENV})")
+        where = archive
+        if downloaded:  # our download, but perhaps an error page: keep it for a look, out of the way
+            where = move_aside(archive)
+        raise DownloadError(f"{archive}: the archive has no {', '.join(missing)} (kept as {where}). Fix: check "
+                            f"where it came from (--url / {URL_ENV}, or --archive)")
     save_mean_npy(out_dir / MEAN, out_dir / "imagenet_mean.npy")
-    archive.unlink()
     return out_dir
 
 
@@ -89,14 +99,15 @@ def main(argv=None) -> int:
     ap.add_argument("--url", help=f"archive URL (default: ${URL_ENV}, else {ARCHIVE_URL})")
     ap.add_argument("--md5", help="expected MD5 of the archive (default: not checked; none is published)")
     ap.add_argument("--out", help="folder to fill (default: data/ilsvrc12/)")
+    ap.add_argument("--archive", metavar="PATH", help="unpack this caffe_ilsvrc12.tar.gz instead of downloading")
     a = ap.parse_args(argv)
     out_dir = Path(a.out) if a.out else paths.DATA / "ilsvrc12"
     wanted = [out_dir / name for name in (*REQUIRED, "imagenet_mean.npy")]
-    if all(p.exists() for p in wanted):
+    if all(p.exists() for p in wanted) and not a.archive:
         print(f"{out_dir}: already there (delete {wanted[0].name} to fetch again)")
         return 0
     try:
-        get_ilsvrc_aux(out_dir, url=a.url, md5=a.md5)
+        get_ilsvrc_aux(out_dir, url=a.url, md5=a.md5, archive=a.archive)
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
