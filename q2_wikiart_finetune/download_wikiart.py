@@ -23,9 +23,9 @@ Politeness. WikiArt blocks clients that download fast, so by default: at most --
 at a time to one site (uploads0..8.wikiart.org count as one), whatever -w is; a User-Agent that names
 this tool; 429 and 503 replies wait the Retry-After they give (seconds or an HTTP-date; the whole
 site pauses, since the limit is the client's, not the image's) up to --max-retry-after (60 s): a
-longer demand fails that image at once; other 5xx replies, timeouts and dropped connections are retried after exponential
-backoff with jitter. --retries bounds the retries of one image, whatever their cause. The summary
-says how many retries waited on Retry-After and for how long.
+longer demand fails that image at once; other 5xx replies, timeouts and dropped connections are
+retried after exponential backoff with jitter. --retries bounds the retries of one image, whatever
+their cause. The summary says how many retries waited on Retry-After and for how long.
 
 --from-dir DIR takes the subset's images from files you already have: <image_id>.jpg, .jpeg or .png
 at any depth under DIR (the shared WikiArt collection files them as <Style>/<image_id>.jpg), any

@@ -17,11 +17,14 @@ HTML page), `Drop(after)` (a body shorter than its Content-Length) and `Stall(se
 """
 
 import re
+import ssl
+import subprocess
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -83,11 +86,25 @@ class _File:
     faults: deque = field(default_factory=deque)
 
 
+def self_signed_certificate(folder) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with the openssl command line (once per folder).
+    A client trusts it through REQUESTS_CA_BUNDLE=<certificate>, as requests reads that variable."""
+    folder = Path(folder)
+    cert, key = folder / "127.0.0.1.crt", folder / "127.0.0.1.key"
+    if not cert.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                        str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 class FileServer:
     """A ThreadingHTTPServer on 127.0.0.1 at a free port, serving what `add` gave it."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, tls=None):
         self.latency = latency
+        self.tls = tls  # (certificate, key) files: serve https with them (see self_signed_certificate)
         self._files: dict[str, _File] = {}
         self._requests: list[Request] = []
         self._in_flight = 0
@@ -110,7 +127,7 @@ class FileServer:
 
     def url(self, path: str) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}{path}"
 
     def requests(self, path: str | None = None) -> list[Request]:
         with self._lock:
@@ -132,6 +149,10 @@ class FileServer:
                 pass  # keep the test output clean
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*map(str, self.tls))
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)

@@ -214,14 +214,14 @@ def test_per_host_limit_whatever_the_workers_and_user_agent(tmp_path):
 
 
 def test_retry_after_is_waited_counted_and_capped(tmp_path):
-    with WikiArtHosts() as hosts:
+    with WikiArtHosts(tmp_path / "tls") as hosts:
         urls = {"rate-limited": hosts.painting("rate-limited", jpeg(1), "rate_limited"),
                 "unavailable": hosts.painting("unavailable", jpeg(2), "unavailable", retry_in=2),
                 "blocked-for-an-hour": hosts.painting("blocked-for-an-hour", jpeg(3), "over_cap"),
                 "fine": hosts.painting("fine", jpeg(4))}
         out = tmp_path / "out"
         proc = run("--index", str(index_of(urls, tmp_path)), "--out", str(out), "-w", "4", "--retries", "2",
-                   "--timeout", "5", "--max-retry-after", "5")
+                   "--timeout", "5", "--max-retry-after", "5", env=hosts.env)
         assert proc.returncode == 0, proc.stderr
         assert failures(out) == {"blocked-for-an-hour": "http 429 (Retry-After 3600 s over the 5 s cap)"}
         assert len(hosts.requests("blocked-for-an-hour")) == 1  # failed at once, not waited for
@@ -239,10 +239,10 @@ def test_retry_after_is_waited_counted_and_capped(tmp_path):
 def test_redirects_blocks_and_broken_replies(tmp_path):
     behaviours = ["ok", "moved", "chain", "flaky", "hotlink", "gone", "login_page", "short_body", "cut_jpeg",
                   "stall"]
-    with WikiArtHosts() as hosts:
+    with WikiArtHosts(tmp_path / "tls") as hosts:
         urls = {name: hosts.painting(name, jpeg(i), name) for i, name in enumerate(behaviours)}
         out = tmp_path / "out"
-        proc = run("--index", str(index_of(urls, tmp_path)), "--out", str(out), *FAST)
+        proc = run("--index", str(index_of(urls, tmp_path)), "--out", str(out), *FAST, env=hosts.env)
         assert proc.returncode == 0, proc.stderr
         assert failures(out) == {"hotlink": "http 403", "gone": "http 404", "login_page": "html page, not an image",
                                  "short_body": "connection dropped", "cut_jpeg": "truncated image",
@@ -252,6 +252,7 @@ def test_redirects_blocks_and_broken_replies(tmp_path):
         tries = {name: len(hosts.requests(name)) for name in behaviours}
         assert tries == {"ok": 1, "moved": 2, "chain": 4, "flaky": 2, "hotlink": 1, "gone": 1, "login_page": 1,
                          "short_body": 2, "cut_jpeg": 1, "stall": 2}  # 4xx are not retried; redirects are followed
+        assert hosts.cdn.url("/").startswith("https://")  # "moved" went from http:// to https://
         assert hosts.cdn.requests() and all(r.headers["User-Agent"].startswith("caffe-toolkit-wikiart")
                                             for r in hosts.cdn.requests())  # kept across the redirect
     assert "Retries: 3 after a backoff" in proc.stdout  # flaky, short_body and stall, once each

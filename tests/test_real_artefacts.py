@@ -218,3 +218,30 @@ def test_predict_refuses_weights_of_another_net_without_aborting(bvlc_v1, tmp_pa
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith(f"error: {bvlc_v1} has no weights for layer(s) fc8_wikiart")
     assert not (tmp_path / "x.csv").exists()
+
+
+# ---- settings: what make passes, what a missing file says ------------------------------------------------
+
+
+def test_make_passes_the_files_you_have_and_the_download_settings():
+    proc = subprocess.run(["make", "-n", "q1", "q2", "q3", "CIFAR10_ARCHIVE=/c.tar.gz", "WEIGHTS=/w.caffemodel",
+                           "Q2_WORKERS=3", "Q2_TIMEOUT=7", "Q2_FROM_DIR=/art"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.replace("\\\n", " ").splitlines()  # join make's continued lines
+    q1, q2, q3 = (next(line for line in lines if module in line)
+                  for module in ("q1_dropout_augment.experiment", "q2_wikiart_finetune.experiment",
+                                 "q3_visualize_break.run_notebooks"))
+    assert "--archive /c.tar.gz" in q1
+    for flag in ("--workers 3", "--timeout 7", "--from-dir /art", "--weights /w.caffemodel"):
+        assert flag in q2
+    assert "--weights /w.caffemodel" in q3
+
+
+def test_q2_refuses_a_missing_weights_file_before_any_download(tmp_path):
+    missing = tmp_path / "mine.caffemodel"
+    proc = subprocess.run([sys.executable, "-m", "q2_wikiart_finetune.experiment", "--weights", str(missing)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (f"error: --weights {missing}: no such file. Fix: give the path of your .caffemodel "
+                                   "(make q2 WEIGHTS=path), or leave it out to download BVLC AlexNet")

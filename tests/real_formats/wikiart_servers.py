@@ -5,8 +5,10 @@ Requests to such URLs now meet what most long-lived image hosts do; each behavio
 them (the names are what `WikiArtHosts.painting` takes):
 
     ok            200 with the JPEG
-    moved         301 from the old host to the image's place on another host (as http:// is sent to
-                  https:// and to a CDN's host name): here `old` redirects to `cdn`, another server
+    moved         301 from the old http:// host to the image's place on another host over https:// (as
+                  sites moved to TLS and to a CDN's host name): `old` redirects to `cdn`, which speaks
+                  TLS with a self-signed certificate for 127.0.0.1 that the client trusts through
+                  REQUESTS_CA_BUNDLE (pass `hosts.env` to the downloader's environment)
     chain         302 -> 302 -> the image on `cdn`: a host move followed by a CDN edge's own redirect
     hotlink       403 Forbidden, what hotlink protection answers clients it does not let in
     gone          404 Not Found, images renamed or removed since 2015
@@ -24,14 +26,14 @@ Both servers listen on 127.0.0.1 only, at free ports, and record every request (
 `hosts.requests(image_id)` lists those for one painting on both servers in arrival order. Stalls end
 when the servers stop, so a test never waits on them for longer than its own client's timeout.
 
-    with WikiArtHosts() as hosts:
+    with WikiArtHosts(tmp_path) as hosts:
         url = hosts.painting("claude-monet_water-lilies-1916", jpeg_bytes, "moved")   # the index's URL
 """
 
 import time
 from email.utils import formatdate
 
-from http_fixtures import Body, Drop, FileServer, Redirect, Stall, Status
+from http_fixtures import Body, Drop, FileServer, Redirect, Stall, Status, self_signed_certificate
 
 BEHAVIOURS = ("ok", "moved", "chain", "hotlink", "gone", "rate_limited", "over_cap", "unavailable", "login_page",
               "short_body", "cut_jpeg", "stall", "flaky")
@@ -43,9 +45,11 @@ LOGIN_PAGE = (b"<!DOCTYPE html>\n<html><head><title>WikiArt.org - Visual Art Enc
 class WikiArtHosts:
     """`old` answers at the index's URLs; `cdn` is the other host that redirects lead to."""
 
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, certificate_folder, latency: float = 0.0):
+        cert, key = self_signed_certificate(certificate_folder)
         self.old = FileServer(latency)
-        self.cdn = FileServer(latency)
+        self.cdn = FileServer(latency, tls=(cert, key))
+        self.env = {"REQUESTS_CA_BUNDLE": str(cert)}  # for the client: trust cdn's certificate
 
     def __enter__(self) -> "WikiArtHosts":
         self.old.start()
