@@ -20,7 +20,7 @@ Q2_TIMEOUT ?= 30
 Q2_FROM_DIR ?=
 GPU_FLAG = $(if $(GPU),--gpu $(GPU),)
 
-.PHONY: help setup doctor test lint demo q1 q2 q3 bench prototxts
+.PHONY: help setup doctor test test-fast lint demo q1 q2 q3 q3-notebooks bench prototxts caffe-selftest portability readme
 
 help:
 	@echo "make setup    build Caffe (cached outside the clone) and .venv; CAFFE_GPU=1 for CUDA"
@@ -33,8 +33,13 @@ help:
 	@echo "              you have; WEIGHTS=path uses a .caffemodel you have; needs the internet for the rest)"
 	@echo "make q3       Q3: run the three notebooks headless (Q3_MODEL=auto|bvlc_alexnet|demo|path/model.json;"
 	@echo "              WEIGHTS=path uses a bvlc_alexnet.caffemodel you have)"
-	@echo "make bench    benchmarks against PyTorch and other baselines, into bench/results.md (~10 minutes)"
+	@echo "make bench    stock Caffe, the OpenMP build and PyTorch side by side, into bench/results.md (~20 minutes)"
+	@echo "make test-fast  the tests that train nothing (-m \"not slow\")"
+	@echo "make readme   rewrite README.md's measured sections from the committed results (demo, bench)"
+	@echo "make q3-notebooks  re-execute Q3's notebooks on the demo model into the committed .ipynb"
 	@echo "make lint     ruff"
+	@echo "make caffe-selftest  Caffe's own GoogleTest suite for the layers our patches touch, 1 and 2 threads"
+	@echo "make portability     setup + test in clean Debian 12 and 13 roots (debootstrap; root; slow)"
 	@echo "GPU=0 (or 0,1) runs on CUDA devices; needs make setup CAFFE_GPU=1"
 
 demo: setup
@@ -59,8 +64,8 @@ bench: setup
 prototxts: setup
 	$(PY) -m q1_dropout_augment.nets --write
 	$(PY) -m q2_wikiart_finetune.task --write
-	$(PY) -m q2_wikiart_finetune.offline --write
-	$(PY) -m q3_visualize_break.models --write
+	$(PY) -m q2_wikiart_finetune.transfer_demo --write
+	$(PY) -m q3_visualize_break.deploys --write
 
 setup:
 	@bash tools/setup/setup.sh
@@ -71,5 +76,26 @@ doctor: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+readme: setup
+	$(PY) demo.py --readme
+	$(PY) -m bench.run --readme-only
+
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m q3_visualize_break.run_notebooks --check
+
+# re-execute Q3's notebooks on the demo model (make demo first); the executed copies are committed
+q3-notebooks: setup
+	$(PY) -m q3_visualize_break.run_notebooks --model demo --out results/demo/q3 --commit
+
+# Caffe's own GoogleTest suite, built once beside the cached build, for what our patches touch
+caffe-selftest: setup
+	@bash tools/setup/selftest.sh
+
+# make setup && make test inside clean Debian roots (tools/portability/debian-chroot.sh)
+portability:
+	bash tools/portability/debian-chroot.sh bookworm
+	bash tools/portability/debian-chroot.sh trixie

@@ -2,6 +2,7 @@
 
     input_version(train_val, shapes)   a train_val net with its TRAIN data layer replaced by an Input
                                        layer of the same tops (what `caffe time` needs), TEST layers out
+    train_only(train_val)              the TRAIN net alone, TEST-only layers out
     data_layer_only(train_val)         just that data layer (its input path alone)
     q1_input_net(variant, batch)       Q1's ConvNet (Fashion-MNIST 1x28x28) that way, with its loss
     alexnet_deploy(batch)              BVLC AlexNet for timing: fc8 output, force_backward
@@ -41,6 +42,22 @@ def input_version(train_val, shapes, name=None):
         del copy.include[:]
     if name:
         net.name = name
+    return net
+
+
+def train_only(train_val):
+    """The TRAIN net of `train_val` with its TEST-only layers left out (a solver without test nets needs no
+    validation data, and the runner then checks none)."""
+    from caffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    net.CopyFrom(train_val)
+    del net.layer[:]
+    for layer in train_val.layer:
+        phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
+        if phases and caffe_pb2.TRAIN not in phases:
+            continue
+        net.layer.add().CopyFrom(layer)
     return net
 
 
@@ -84,8 +101,8 @@ def q1_input_net(variant="dropout", batch=128):
 
 
 def alexnet_deploy(batch=16, width=1.0, crop=227, num_classes=1000):
-    """BVLC AlexNet (q2_wikiart_finetune.alexnet), raw fc8 scores, backward down to the data."""
-    from q2_wikiart_finetune import alexnet
+    """BVLC AlexNet (tools.alexnet), raw fc8 scores, backward down to the data."""
+    from tools import alexnet
 
     return alexnet.deploy(batch_size=batch, width=width, crop=crop, num_classes=num_classes, softmax=False,
                           force_backward=True, name=f"AlexNet-w{width:g}-b{batch}")

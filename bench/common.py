@@ -19,6 +19,8 @@ from tools import paths
 
 THREADS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_THREADS = 2
+STOCK_ENV = "BENCH_STOCK_PREFIX"  # bench/run.py finds (or builds) stock Caffe once and passes it on
+FIGURES_ENV = "BENCH_FIGURES"  # where a benchmark writes its figures (bench/run.py: its output folder)
 
 
 def threads() -> int:
@@ -29,6 +31,70 @@ def threads() -> int:
 def thread_env(n: int) -> dict:
     """os.environ with every BLAS/OpenMP thread count set to n."""
     return dict(os.environ) | {k: str(n) for k in THREADS_ENV}
+
+
+def stock_prefix() -> Path:
+    """Stock Caffe's prefix (CAFFE_OPENMP=0): $BENCH_STOCK_PREFIX, else tools/setup/stock_prefix.sh, which
+    builds it into the cache first if it is missing (4-5 minutes on 2 cores, once)."""
+    if os.environ.get(STOCK_ENV):
+        return Path(os.environ[STOCK_ENV])
+    proc = subprocess.run(["bash", str(paths.REPO / "tools/setup/stock_prefix.sh")], stdout=subprocess.PIPE,
+                          text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError("tools/setup/stock_prefix.sh could not find or build stock Caffe (its messages above)")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def prefix_info(prefix: Path) -> dict:
+    """key=value lines of a Caffe prefix's .complete (openmp=0|1, built=...); {} for a Caffe we did not build."""
+    marker = Path(prefix) / ".complete"
+    if not marker.exists():
+        return {}
+    return dict(line.split("=", 1) for line in marker.read_text().splitlines() if "=" in line)
+
+
+def linked_openblas(binary: Path) -> str:
+    """The OpenBLAS a binary loads (ldd), e.g. openblas-openmp/libopenblas.so.0."""
+    try:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    for line in out.splitlines():
+        if "libopenblas" in line and "=>" in line:
+            target = Path(os.path.realpath(line.split("=>")[1].split("(")[0].strip()))  # through alternatives
+            return "/".join(target.parts[-2:])
+    return "none"
+
+
+def builds() -> dict:
+    """The two Caffe builds compared, as {"stock": ..., "openmp": ...}: each its binary, the folders a Python
+    layer needs (its own pycaffe first), its prefix and whether it has the OpenMP patches. "openmp" is the
+    build .venv uses (make setup's default)."""
+    out = {}
+    for key, prefix in (("stock", stock_prefix()), ("openmp", paths.caffe_prefix())):
+        pydir = next((d for d in (prefix / "lib/python3/dist-packages", prefix / "python") if (d / "caffe").is_dir()),
+                     None)
+        info = prefix_info(prefix)
+        binary = prefix / "bin" / "caffe"
+        out[key] = {"caffe": str(binary), "pythonpath": [str(pydir)] if pydir else [], "prefix": str(prefix),
+                    "name": prefix.name, "openmp": info.get("openmp", "0" if key == "stock" else "?"),
+                    "built": info.get("built", ""), "openblas": linked_openblas(binary)}
+    return out
+
+
+def figures_dir(default: Path) -> Path:
+    """Where to write figures: $BENCH_FIGURES (bench/run.py's output folder), else `default`."""
+    out = Path(os.environ.get(FIGURES_ENV) or default)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15-minute load averages."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def stats(seconds) -> dict:

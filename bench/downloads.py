@@ -85,7 +85,7 @@ def run(quick, work):
         for w, t in times.items():
             ideal = n / -(-n // w)  # n rounds of one request against ceil(n / w) rounds of w
             rows.append([name, w, n, t, n / t, times[1] / t, ideal])
-    return {"title": "5. Downloads (download_wikiart.py, loopback server, 50 ms per request)", "delay_s": DELAY,
+    return {"title": "6. Downloads (download_wikiart.py, loopback server, 50 ms per request)", "delay_s": DELAY,
             "results": results, "tables": [table(
                 "Images per second against workers (speed-up: against 1 worker)",
                 ["series", "workers", "images", "seconds", "images / s", "speed-up", "ideal speed-up"], rows,

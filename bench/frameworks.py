@@ -1,14 +1,16 @@
-"""Caffe against PyTorch (CPU): forward+backward of the same nets, batch sizes and thread count.
+"""Stock Caffe, Caffe with OpenMP (make setup's default) and PyTorch (CPU): forward+backward of the same nets.
 
-BVLC AlexNet at batch 16 (227x227, grouped convolutions, LRN; q2_wikiart_finetune.alexnet.deploy with
+BVLC AlexNet at batch 16 (227x227, grouped convolutions, LRN; tools.alexnet.deploy with
 force_backward, so backward reaches the data as in Q3) and Q1's dropout ConvNet at batch 128 on
 Fashion-MNIST 1x28x28 (q1_dropout_augment.nets with Input layers and its softmax loss). Caffe: `caffe
-time` (tools.caffe_runner.time_net; TRAIN phase, the mean of its iterations after one warm-up).
+time` (tools.caffe_runner.time_net; TRAIN phase, the mean of its iterations after one warm-up) of both
+builds: stock Caffe (CAFFE_OPENMP=0, tools/setup/stock_prefix.sh) and the OpenMP build .venv uses.
 PyTorch: bench/torch_nets.py in its own process, warm-up then the median (and mean) of N iterations.
-Both at the same thread count. `caffe time` only prints means, so Caffe is also timed per iteration
-through pycaffe (net.forward(); net.backward(), TRAIN phase: the same calls) for a ratio of medians;
-`caffe time`, pycaffe and PyTorch take turns over three rounds, so that drift of the machine's speed
-(10-20% over minutes on this VM) hits all three alike; the per-round ratios show what is left of it.
+All at the same thread count. `caffe time` only prints means, so the OpenMP build is also timed per
+iteration through pycaffe (net.forward(); net.backward(), TRAIN phase: the same calls) for a ratio of
+medians. Stock `caffe time`, OpenMP `caffe time`, pycaffe and PyTorch take turns over three rounds, so
+that drift of the machine's speed (10-20% over minutes on this VM) hits all alike; the per-round ratios
+show what is left of it. Both builds' per-layer reports give where the time went, before and after.
 Achieved GFLOP/s count conv/fc layers only (bench/caffe_nets.py). For AlexNet, its two LRN layers are
 also timed alone in PyTorch, against their share in `caffe time`'s per-layer report.
 """
@@ -16,10 +18,11 @@ also timed alone in PyTorch, against their share in `caffe time`'s per-layer rep
 from collections import defaultdict
 
 from bench import caffe_nets, machine
-from bench.common import child_main, python_json, stats, table, threads, timed
+from bench.common import builds, child_main, python_json, stats, table, threads, timed
 from tools import caffe_runner
 
 GEMM_LAYERS = ("Convolution", "InnerProduct")
+GOAL_OPENMP_OVER_TORCH = 0.85  # the OpenMP build at most 0.85x PyTorch's time
 
 
 def cases(quick):
@@ -33,17 +36,34 @@ def cases(quick):
     ]
 
 
-def layer_shares(net, per_layer) -> dict:
-    """Share of Caffe's forward+backward time per layer type, in percent."""
+def layer_type_ms(net, per_layer) -> dict:
+    """Caffe's forward+backward ms per iteration summed per layer type, largest first."""
     types = {layer.name: layer.type for layer in net.layer}
     totals = defaultdict(float)
     for name, ms in per_layer.items():
         totals[types.get(name, "other")] += ms.get("forward", 0.0) + ms.get("backward", 0.0)
+    return {t: round(v, 3) for t, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def layer_shares(net, per_layer) -> dict:
+    """Share of Caffe's forward+backward time per layer type, in percent."""
+    totals = layer_type_ms(net, per_layer)
     whole = sum(totals.values()) or 1.0
-    return {t: round(100 * v / whole, 1) for t, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+    return {t: round(100 * v / whole, 1) for t, v in totals.items()}
 
 
-ROUNDS = 3  # caffe time, pycaffe and PyTorch take turns, so that drift of the machine's speed hits all alike
+def before_after(stock_ms: dict, openmp_ms: dict) -> list[dict]:
+    """Per layer type: stock and OpenMP ms, the speed-up, and each build's share of its own total."""
+    whole_s, whole_o = sum(stock_ms.values()) or 1.0, sum(openmp_ms.values()) or 1.0
+    rows = []
+    for t in sorted(set(stock_ms) | set(openmp_ms), key=lambda k: -stock_ms.get(k, 0.0)):
+        s, o = stock_ms.get(t, 0.0), openmp_ms.get(t, 0.0)
+        rows.append({"type": t, "stock_ms": s, "openmp_ms": o, "speedup": s / o if o > 0 else None,
+                     "stock_share_pct": round(100 * s / whole_s, 1), "openmp_share_pct": round(100 * o / whole_o, 1)})
+    return rows
+
+
+ROUNDS = 3  # stock, OpenMP, pycaffe and PyTorch take turns, so that drift of the machine's speed hits all alike
 
 
 def average_timings(timings) -> dict:
@@ -58,11 +78,20 @@ def average_timings(timings) -> dict:
     return out | {"layers": layers}
 
 
+def caffe_result(net_param, timing, gflop) -> dict:
+    s = timing["forward-backward"] / 1000
+    return {"forward_backward_s": s, "forward_s": timing["forward"] / 1000, "backward_s": timing["backward"] / 1000,
+            "gflops": gflop / s, "layer_type_share_pct": layer_shares(net_param, timing["layers"]),
+            "layer_type_ms": layer_type_ms(net_param, timing["layers"]), "layers_ms": timing["layers"]}
+
+
 def run(quick, work):
     import caffe
 
     peak = machine.peak(threads())["gflops"]
     rounds = 1 if quick else ROUNDS
+    caffes = builds()
+    stock = caffes["stock"]
     results = {}
     for case in cases(quick):
         path = caffe_nets.write(case["net"], work / f"{case['key']}.prototxt")
@@ -74,75 +103,113 @@ def run(quick, work):
             net.backward()
 
         per_round = case["iterations"] // rounds
-        timings, py, pt, ratios = [], [], [], []
+        timings, stock_timings, py, pt = [], [], [], []
+        ratios, omp_ratios, speedups = [], [], []
         for i in range(rounds):
-            timings.append(caffe_runner.time_net(path, work / f"{case['key']}.time{i}.log", iterations=per_round))
+            print(f"[frameworks] {case['key']} round {i + 1}/{rounds}: stock caffe time, OpenMP caffe time, pycaffe, "
+                  "PyTorch", flush=True)
+            s = caffe_runner.time_net(path, work / f"{case['key']}.stock{i}.log", iterations=per_round,
+                                      caffe=stock["caffe"], pythonpath=stock["pythonpath"])
+            o = caffe_runner.time_net(path, work / f"{case['key']}.time{i}.log", iterations=per_round)
             p = timed(step, per_round, 1 if i == 0 else 0)
             t = python_json(["bench.torch_nets", "fwdbwd", "--net", case["torch_net"], "--batch", case["batch"],
                              "--iterations", per_round, "--warmup", case["warmup"]])
+            stock_timings.append(s)
+            timings.append(o)
             py, pt = py + p["samples"], pt + t["samples"]
             ratios.append(p["median"] / t["median"])
-        timing = average_timings(timings)
+            omp_ratios.append(o["forward-backward"] / 1000 / t["mean"])
+            speedups.append(s["forward-backward"] / o["forward-backward"])
         lrn_shapes = [net.blobs[b].data.shape for b in ("conv1", "conv2")] if case["torch_net"] == "alexnet" else []
         del net
         pycaffe, torch = stats(py), stats(pt)
-        caffe_s = timing["forward-backward"] / 1000
         gflop = flops["forward_backward"] / 1e9
+        omp = caffe_result(case["net"], average_timings(timings), gflop)
+        old = caffe_result(case["net"], average_timings(stock_timings), gflop)
+        iterations = per_round * rounds
         r = results[case["key"]] = {
             "name": case["name"], "batch": case["batch"], "gflop_per_iteration": round(gflop, 3),
             "forward_gflop": round(flops["forward"] / 1e9, 3),
-            "caffe": {"forward_backward_s": caffe_s, "forward_s": timing["forward"] / 1000,
-                      "backward_s": timing["backward"] / 1000, "iterations": per_round * rounds,
-                      "gflops": gflop / caffe_s, "layer_type_share_pct": layer_shares(case["net"], timing["layers"]),
-                      "layers_ms": timing["layers"]},
+            "caffe": omp | {"iterations": iterations, "build": caffes["openmp"]["name"]},
+            "stock": old | {"iterations": iterations, "build": stock["name"]},
             "pycaffe": pycaffe,
             "torch": torch | {"gflops_median": gflop / torch["median"]},
-            "ratio_caffe_over_torch_mean": caffe_s / torch["mean"],
+            "ratio_caffe_over_torch_mean": omp["forward_backward_s"] / torch["mean"],
+            "ratio_openmp_over_torch_per_round": omp_ratios,
+            "ratio_stock_over_torch_mean": old["forward_backward_s"] / torch["mean"],
+            "speedup_openmp_over_stock": old["forward_backward_s"] / omp["forward_backward_s"],
+            "speedup_openmp_over_stock_per_round": speedups,
             "ratio_caffe_over_torch_median": pycaffe["median"] / torch["median"],
             "ratio_medians_per_round": ratios,
+            "layer_types_before_after": before_after(old["layer_type_ms"], omp["layer_type_ms"]),
         }
         if lrn_shapes:
             args = [a for shape in lrn_shapes for a in ("--shape", ",".join(map(str, shape)))]
             lrn = python_json(["bench.torch_nets", "lrn", *args, "--iterations", case["iterations"]])
-            caffe_lrn = sum(ms.get("forward", 0) + ms.get("backward", 0) for name, ms in timing["layers"].items()
-                            if name.startswith("norm")) / 1000
-            r["lrn"] = {"caffe_s": caffe_lrn, "torch_s": lrn["median_total"], "torch": lrn}
+            r["lrn"] = {"caffe_s": omp["layer_type_ms"].get("LRN", 0.0) / 1000,
+                        "stock_s": old["layer_type_ms"].get("LRN", 0.0) / 1000,
+                        "torch_s": lrn["median_total"], "torch": lrn}
     check = python_json(["bench.torch_nets", "check"])
     gemm = {lib: python_json(["bench.gemm", lib])["gflops"] for lib in ("openblas", "torch")}
-    return {"title": "1. Caffe against PyTorch (CPU), forward+backward", "peak_gflops": peak, "gemm_gflops": gemm,
-            "cases": results, "check": check, "tables": tables(results, check, peak, gemm)}
+    return {"title": "1. Stock Caffe, Caffe with OpenMP and PyTorch (CPU), forward+backward", "peak_gflops": peak,
+            "gemm_gflops": gemm, "builds": caffes, "cases": results, "check": check,
+            "tables": tables(results, check, peak, gemm, caffes)}
 
 
-def tables(results, check, peak, gemm):
-    rows, shares = [], []
+def per_round(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def tables(results, check, peak, gemm, caffes):
+    rows, flops_rows, layer_rows = [], [], []
     for r in results.values():
-        c, p, t = r["caffe"], r["pycaffe"], r["torch"]
-        per_round = ", ".join(f"{v:.2f}" for v in r["ratio_medians_per_round"])
-        rows.append([r["name"], r["batch"], 1000 * c["forward_backward_s"], 1000 * t["mean"],
-                     r["ratio_caffe_over_torch_mean"], 1000 * p["median"], 1000 * t["median"],
-                     f"{r['ratio_caffe_over_torch_median']:.2f} ({per_round})", r["gflop_per_iteration"],
-                     c["gflops"], t["gflops_median"],
-                     f"{100 * c['gflops'] / peak:.0f}% / {100 * t['gflops_median'] / peak:.0f}%"])
-        share = c["layer_type_share_pct"]
-        gemm_share = sum(v for k, v in share.items() if k in GEMM_LAYERS)
-        lrn = (f"; LRN alone: Caffe {1000 * r['lrn']['caffe_s']:.0f} ms, PyTorch {1000 * r['lrn']['torch_s']:.0f} ms"
-               if "lrn" in r else "")
-        rest = ", ".join(f"{k} {v:.0f}%" for k, v in share.items() if k not in GEMM_LAYERS)
-        shares.append([r["name"], gemm_share, rest + lrn])
+        c, s, p, t = r["caffe"], r["stock"], r["pycaffe"], r["torch"]
+        rows.append([r["name"], r["batch"], 1000 * s["forward_backward_s"], 1000 * c["forward_backward_s"],
+                     1000 * t["mean"],
+                     f"{r['speedup_openmp_over_stock']:.2f}x ({per_round(r['speedup_openmp_over_stock_per_round'])})",
+                     f"{r['ratio_caffe_over_torch_mean']:.2f} ({per_round(r['ratio_openmp_over_torch_per_round'])})",
+                     r["ratio_stock_over_torch_mean"]])
+        flops_rows.append([r["name"], 1000 * p["median"], 1000 * t["median"],
+                           f"{r['ratio_caffe_over_torch_median']:.2f} ({per_round(r['ratio_medians_per_round'])})",
+                           r["gflop_per_iteration"], s["gflops"], c["gflops"], t["gflops_median"],
+                           f"{100 * s['gflops'] / peak:.0f}% / {100 * c['gflops'] / peak:.0f}% / "
+                           f"{100 * t['gflops_median'] / peak:.0f}%"])
+        for row in r["layer_types_before_after"]:
+            if row["type"] == "Input":
+                continue
+            name = row["type"]
+            if name == "LRN" and "lrn" in r:
+                name += f" (PyTorch's LRN alone: {1000 * r['lrn']['torch_s']:.0f} ms)"
+            layer_rows.append([r["name"], name, row["stock_ms"], row["openmp_ms"],
+                               f"{row['speedup']:.2f}x" if row["speedup"] else "-",
+                               f"{row['stock_share_pct']:.0f}%", f"{row['openmp_share_pct']:.0f}%"])
     return [
-        table("Forward+backward per iteration (ratio < 1: Caffe faster)",
-              ["net", "batch", "Caffe ms (caffe time, mean)", "PyTorch ms (mean)", "Caffe / PyTorch (means)",
-               "Caffe ms (pycaffe, median)", "PyTorch ms (median)", "Caffe / PyTorch (medians; per round)",
-               "GFLOP / iteration", "Caffe GFLOP/s (caffe time)", "PyTorch GFLOP/s (median)",
-               "of peak (Caffe / PyTorch)"], rows,
+        table(f"Forward+backward per iteration: `caffe time` of each Caffe build against PyTorch (ratio < 1: Caffe "
+              f"faster; goal: OpenMP / PyTorch at most {GOAL_OPENMP_OVER_TORCH})",
+              ["net", "batch", "stock Caffe ms", "Caffe OpenMP ms", "PyTorch ms (mean)",
+               "OpenMP speed-up over stock (per round)", "OpenMP / PyTorch (means; per round)", "stock / PyTorch"],
+              rows,
+              f"Stock: {caffes['stock']['name']} (links {caffes['stock']['openblas']}); OpenMP: "
+              f"{caffes['openmp']['name']} (links {caffes['openmp']['openblas']}; openmp="
+              f"{caffes['openmp']['openmp']} in its .complete), the build .venv uses. Each round runs stock `caffe "
+              "time`, OpenMP `caffe time`, pycaffe and PyTorch in turn; ratios of the means over all rounds, with "
+              "each round's own ratio in brackets."),
+        table("Medians and achieved GFLOP/s",
+              ["net", "Caffe OpenMP ms (pycaffe, median)", "PyTorch ms (median)",
+               "OpenMP / PyTorch (medians; per round)", "GFLOP / iteration", "stock GFLOP/s", "OpenMP GFLOP/s",
+               "PyTorch GFLOP/s (median)", "of peak (stock / OpenMP / PyTorch)"], flops_rows,
               f"GFLOP: conv + fc layers, forward 2 x MACs, backward 2 x MACs (weights) + 2 x MACs (data). Peak "
               f"{peak:.0f} GFLOP/s (see the machine table); a 2048x2048 matrix product reaches {gemm['openblas']:.0f} "
               f"GFLOP/s in Caffe's OpenBLAS and {gemm['torch']:.0f} in PyTorch (bench/gemm.py), the practical "
               "ceiling."),
-        table("Where Caffe's time goes (caffe time, per layer type, forward+backward)",
-              ["net", "conv + fc (GEMM) %", "the rest"], shares,
-              "Caffe's LRN, pooling, ReLU and dropout are single-threaded loops; only its GEMMs use both threads. "
-              "PyTorch's LocalResponseNorm is composed of pow/avg_pool3d/mul/div ops, forward and backward."),
+        table("Where Caffe's time goes per layer type, before (stock) and after (OpenMP): forward+backward ms per "
+              "iteration, from `caffe time`'s per-layer report",
+              ["net", "layer type", "stock ms", "OpenMP ms", "speed-up", "share, stock", "share, OpenMP"],
+              layer_rows,
+              "Stock Caffe runs LRN, pooling, ReLU, dropout and im2col/col2im as single-threaded loops (only its "
+              "GEMMs use both threads); the OpenMP patches (tools/setup/patches/001*-openmp-*) run them, and "
+              "convolution over the images of a batch, on every thread. PyTorch's LocalResponseNorm is composed "
+              "of pow/avg_pool3d/mul/div ops, forward and backward."),
         table("Same net? Caffe's random weights copied into the PyTorch net, same input, TEST phase",
               ["net", "max |Caffe - PyTorch| / max |output|", "LRN shrinks conv1 by"],
               [[k, v["relative"], f"{100 * v['lrn_shrink']:.0f}%" if "lrn_shrink" in v else "-"]

@@ -107,7 +107,7 @@ def run(quick, work):
         loop = key.startswith(("class", "fool"))
         spread = ", ".join(f"{100 * (r[key] / r['bare_pycaffe'] - 1):+.0f}%" for r in per_round)
         rows.append([label, 1000 * s, f"{overhead:+.1f}% ({spread})" if loop else "-", vs_torch, vs_frozen])
-    return {"title": "4. Q3 loops (AlexNet 227x227, batch 1, random weights)", "rounds": per_round,
+    return {"title": "5. Q3 loops (AlexNet 227x227, batch 1, random weights)", "rounds": per_round,
             "iterations_per_round": n, "summary": summary,
             "caffe_time": {"forward_backward_ms": timing["forward-backward"], "layer_type_share_pct": shares},
             "tables": [table("Milliseconds per iteration (one input gradient each)",

@@ -37,7 +37,7 @@ def run(quick, work):
     results = {name: seconds(cmd, runs) for name, cmd in commands.items()}
     setup = results[next(iter(commands))]["median"]
     rows = [[name, r["median"], r["median"] / setup] for name, r in results.items()]
-    return {"title": "6. Set-up on a warm cache", "results": results, "tables": [table(
+    return {"title": "7. Set-up on a warm cache", "results": results, "tables": [table(
         f"Seconds (median of {runs})", ["command", "seconds", "/ make setup"], rows,
         "setup.sh checks the Debian packages (dpkg-query each), the .venv stamp, the cached Caffe build, and "
         "imports caffe once.")]}

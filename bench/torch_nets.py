@@ -6,7 +6,7 @@
     python -m bench.torch_nets lrn --shape 16,96,55,55 --shape 16,256,27,27  # LRN alone, forward+backward
     python -m bench.torch_nets check                                     # same weights -> same outputs as Caffe
 
-AlexNet is built from q2_wikiart_finetune.alexnet's layer table (CONVS, FC, scaled): grouped
+AlexNet is built from tools.alexnet's layer table (CONVS, FC, scaled): grouped
 convolutions (groups=2), LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1) (Caffe's LRN divides alpha by
 local_size too: x / (k + alpha/n * sum x^2)^beta in both), max pooling 3/2 with Caffe's ceil rounding,
 dropout 0.5 after fc6 and fc7. Q1's ConvNet: conv 32x7x7 pad 3 -> ReLU -> max pool 2/2 -> dropout 0.5 ->
@@ -33,7 +33,7 @@ class Net(nn.Module):
 
 
 def alexnet(num_classes=1000, width=1.0, crop=227, channels=3) -> Net:
-    from q2_wikiart_finetune.alexnet import CONVS, FC, scaled
+    from tools.alexnet import CONVS, FC, scaled
 
     layers, c_in = [], channels
     for name, nout, kernel, stride, pad, group, bias in CONVS:

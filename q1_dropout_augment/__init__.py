@@ -1,3 +1,1 @@
 """Q1: dropout and data augmentation on a small two-layer ConvNet (CIFAR-10 or Fashion-MNIST)."""
-
-import tools  # noqa: F401  (quiets pycaffe's set-up logging before caffe loads)

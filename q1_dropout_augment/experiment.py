@@ -1,22 +1,39 @@
 """`make q1`: prepare data, generate the nets, train every variant with `caffe`, plot, summarise.
 
-    python -m q1_dropout_augment.experiment --dataset fashion-mnist
+    .venv/bin/python -m q1_dropout_augment.experiment --dataset fashion-mnist
 
 Writes results/q1/<dataset>/: val_loss_vs_iter.png (validation loss with and without dropout,
 training loss faint), accuracy_vs_iter.png (training-subset and validation accuracy per variant),
-val_loss_all.png, summary.md, nets/<variant>.png, and per variant its train.log, the log's CSV tables
-and snapshots. Training resumes where it stopped; finished variants are not trained again.
+val_loss_all.png, summary.md, nets/<variant>.png, and per variant its train.log, the log's CSV tables,
+snapshots and val_full.json. Training resumes where it stopped; finished variants are not trained again.
+
+The validation curve is sampled every test_interval iterations (41 points by default) on a fixed
+class-stratified sample of the validation set (1,000 images), which costs less than the 11 passes
+over all 10,000 it replaces; the final weights then go once over the whole validation set
+(full_validation), and those are the numbers the summary reports.
+
+Runs are identified by their settings: the defaults (100 per class, seed 0, the dataset's iterations)
+write results/q1/<dataset>/ with the committed prototxts; any other settings write
+results/q1/<dataset>-<hash of the settings>/ (settings.json inside says which), prototxts included,
+so a quick try never touches a finished run. A variant whose net changed since its run is refused
+unless --fresh, which moves the old snapshots and log aside until the new run has completed.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
-import shutil
+import json
+import os
 import time
 from pathlib import Path
 
+if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog reads this when caffe loads
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
 from q1_dropout_augment import data, nets
-from tools import caffe_runner, paths
+from tools import caffe_runner, locks, paths
+from tools.cli import exit_on
 from tools.datasets import DatasetError
 from tools.draw_net import draw
 from tools.fileio import write_text
@@ -25,30 +42,103 @@ from tools.plot_log import plot_runs
 
 TEST_NETS = ["val", "train_subset"]
 NET_FILES = ("train_val.prototxt", "solver.prototxt")
+DEFAULTS = {"per_class": 100, "seed": 0}
+MAX_TESTS = 50  # validation passes per run at most (the defaults make 40, on the validation sample)
+
+
+class RunExists(caffe_runner.CaffeError):
+    """A finished or started run of another net is in the folder; replacing it needs --fresh."""
+
+
+def test_interval_for(max_iter: int, interval: int) -> int:
+    """Caffe tests only at multiples of test_interval, so the last test must fall on max_iter: the
+    dataset's interval when it divides max_iter, else its largest divisor below that interval."""
+    if max_iter % interval == 0:
+        return interval
+    best = max(d for d in range(1, min(interval, max_iter) + 1) if max_iter % d == 0)
+    if max_iter // best > MAX_TESTS:
+        nice = -(-max_iter // interval) * interval
+        raise ValueError(f"--max-iter {max_iter}: validation must fall on the last iteration, and {max_iter} has no "
+                         f"divisor up to {interval} that gives at most {MAX_TESTS} validation passes. Fix: use a "
+                         f"multiple of {interval} (e.g. {nice}), or a round number")
+    return best
 
 
 def spec_for(name, info, max_iter=None) -> nets.DataSpec:
     spec = nets.DATASETS[name]
+    iterations = spec.max_iter if max_iter is None else max_iter
+    if iterations < 1:
+        raise ValueError(f"--max-iter {iterations}: give a positive number of training iterations "
+                         f"(default {spec.max_iter})")
     return dataclasses.replace(spec, train_count=info["subset_count"], val_count=info["val_count"],
-                               max_iter=max_iter or spec.max_iter)
+                               val_sample_count=info["val_sample_count"],
+                               max_iter=iterations, test_interval=test_interval_for(iterations, spec.test_interval))
 
 
-def net_folder(spec, variant) -> str:
-    """The committed models/q1/... folder for default settings; a results/ folder for any other."""
-    if spec == nets.DATASETS[spec.name]:
+def settings_of(spec, per_class, seed) -> dict:
+    return {"dataset": spec.name, "per_class": per_class, "seed": seed, **dataclasses.asdict(spec)}
+
+
+def out_folder(spec, per_class, seed) -> str:
+    """results/q1/<dataset> for the default settings, results/q1/<dataset>-<settings hash> for any other."""
+    if spec == nets.DATASETS[spec.name] and {"per_class": per_class, "seed": seed} == DEFAULTS:
+        return f"results/q1/{spec.name}"
+    digest = hashlib.sha256(json.dumps(settings_of(spec, per_class, seed), sort_keys=True).encode()).hexdigest()
+    return f"results/q1/{spec.name}-{digest[:8]}"
+
+
+def net_folder(spec, variant, out=None) -> str:
+    """The committed models/q1/... folder for default settings; the run's own folder for any other."""
+    if out is None or out == f"results/q1/{spec.name}":
         return nets.default_folder(spec, variant)
-    return f"results/q1/{spec.name}/models/{variant}"
+    return f"{out}/models/{variant}"
 
 
-def fresh_start_if_changed(run_dir: Path, net_dir: Path):
-    """Snapshots of a different net must not be resumed: start over when the prototxts changed."""
+def check_same_nets(run_dir: Path, net_dir: Path, fresh: bool) -> bool:
+    """Snapshots of another net must not be resumed, nor deleted: refuse unless `fresh`. Returns whether
+    the run starts afresh (the runner then moves the old snapshots aside)."""
     digest = hashlib.sha256(b"".join((net_dir / f).read_bytes() for f in NET_FILES)).hexdigest()[:16]
     stamp = run_dir / "nets.sha256"
-    if stamp.exists() and stamp.read_text().strip() != digest:
-        print(f"[q1] {run_dir.name}: the net or solver changed since the last run; starting it afresh")
-        shutil.rmtree(run_dir)
+    changed = stamp.exists() and stamp.read_text().strip() != digest
+    if changed and not fresh:
+        raise RunExists(f"{run_dir} holds a run of another version of this net or solver ({net_dir} changed since); "
+                        "nothing was changed. Fix: rerun with --fresh to train it anew (the old snapshots and log are "
+                        "moved aside, and removed once the new run has completed)")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(stamp, digest + "\n")
+    return fresh
+
+
+def full_validation(repo: Path, folder: str, run_dir: Path, spec, gpu=None) -> dict:
+    """Accuracy and loss of the final weights on the whole validation set (the prototxt's "val_full"
+    input), computed once per snapshot and kept in run_dir/val_full.json."""
+    weights = run_dir / f"snap_iter_{spec.max_iter}.caffemodel"
+    stamp = {"weights": weights.name, "size": weights.stat().st_size, "mtime_ns": weights.stat().st_mtime_ns,
+             "images": spec.val_count}
+    cache = run_dir / "val_full.json"
+    if cache.exists():
+        done = json.loads(cache.read_text())
+        if {k: done.get(k) for k in stamp} == stamp:
+            return done
+    import caffe
+
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(int(str(gpu).split(",")[0]))
+        caffe.set_mode_gpu()
+    with contextlib.chdir(repo):  # the prototxt's paths are relative to the repo root
+        net = caffe.Net(f"{folder}/train_val.prototxt", caffe.TEST, stages=["val_full"], weights=str(weights))
+        batch = net.blobs["data"].num
+        passes = -(-spec.val_count // batch)
+        sums = {"accuracy": 0.0, "loss": 0.0}
+        for _ in range(passes):
+            out = net.forward()
+            for k in sums:
+                sums[k] += float(out[k])
+    result = {**stamp, **{k: round(v / passes, 6) for k, v in sums.items()}}
+    write_text(cache, json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def final(table, key):
@@ -56,11 +146,15 @@ def final(table, key):
     return rows[-1][key] if rows else float("nan")
 
 
-def summarise(name, spec, info, logs: dict, out: Path) -> str:
+def summarise(name, spec, info, logs: dict, out: Path, full: dict | None = None) -> str:
+    """The summary table; `full` (variant -> full_validation result) gives the validation columns, else
+    the last pass over the validation sample does."""
     rows = []
     for variant, log in logs.items():
         train_acc, val_acc = final(log.test(1), "accuracy"), final(log.test(0), "accuracy")
         val_loss = final(log.test(0), "loss")
+        if full and variant in full:
+            val_acc, val_loss = full[variant]["accuracy"], full[variant]["loss"]
         seconds = max((r["Seconds"] for r in [*log.train, *log.test(0)]), default=0.0)
         rows.append((variant, train_acc, val_acc, train_acc - val_acc, val_loss, seconds))
     best = max(rows, key=lambda r: r[2])
@@ -69,17 +163,19 @@ def summarise(name, spec, info, logs: dict, out: Path) -> str:
         f"# Q1 on {name}: dropout and data augmentation",
         "",
         f"Dataset: **{name}**, training subset of {info['subset_count']} images ({info['per_class']} per class, "
-        f"seed {info['seed']}), validation on all {info['val_count']} test images; {spec.max_iter} iterations of "
-        f"batch {nets.BATCH} per variant; augmentation = mirror + random {spec.crop}x{spec.crop} crops of the "
-        f"{spec.size}x{spec.size} images (centre crop in TEST); every variant subtracts the subset's mean image "
-        "and scales by 1/255.",
+        f"seed {info['seed']}), validation curve on a fixed sample of {spec.val_sample_count} test images every "
+        f"{spec.test_interval} iterations, final validation numbers on all {info['val_count']} test images; "
+        f"{spec.max_iter} iterations of batch {nets.BATCH} per variant; augmentation = mirror + random "
+        f"{spec.crop}x{spec.crop} crops of the {spec.size}x{spec.size} images (centre crop in TEST); every variant "
+        "subtracts the subset's mean image and scales by 1/255.",
         "",
         "| variant | train accuracy | val accuracy | gap | final val loss | wall time (s) |",
         "|---|---|---|---|---|---|",
     ]
     lines += [f"| {v} | {t:.3f} | {va:.3f} | {g:+.3f} | {vl:.3f} | {s:.0f} |" for v, t, va, g, vl, s in rows]
-    lines += ["", "Accuracies are those of the last test pass (training accuracy: the training subset run "
-              "through the TEST net, without dropout or augmentation).", ""]
+    lines += ["", "Validation accuracy and loss: the final weights on the whole validation set; training accuracy: "
+              "the last test pass over the training subset, through the TEST net (without dropout or "
+              "augmentation).", ""]
     if base:
         reading = (f"**Reading:** the baseline reaches {base[1]:.2f} training but {base[2]:.2f} validation accuracy "
                    f"(gap {base[3]:+.2f}); ")
@@ -96,42 +192,64 @@ def summarise(name, spec, info, logs: dict, out: Path) -> str:
 
 
 def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=None, gpu=None,
-        repo=paths.REPO, progress=True, archive=None) -> Path:
+        repo=paths.REPO, progress=True, archive=None, fresh=False) -> Path:
     repo = Path(repo)
+    if per_class < 1:
+        raise ValueError(f"--per-class {per_class}: give a positive number of training images per class")
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"--max-iter {max_iter}: give a positive number of training iterations")
+    for v in variants:
+        nets.flags(v)
     name = data.resolve(dataset, repo, archive)
-    info = data.prepare(name, per_class, seed, repo, archive=archive)
-    spec = spec_for(name, info, max_iter)
-    out = repo / "results" / "q1" / name
-    logs = {}
-    for i, variant in enumerate(variants, 1):
-        folder = net_folder(spec, variant)
-        nets.write(spec, variant, repo, folder)
-        run_dir = out / variant
-        fresh_start_if_changed(run_dir, repo / folder)
-        print(f"[q1] {name} {i}/{len(variants)}: {variant}")
-        t0 = time.time()
-        result = caffe_runner.train(f"{folder}/solver.prototxt", run_dir / "train.log", gpu=gpu, cwd=repo,
-                                    progress=progress, desc=f"{name}/{variant}")
-        if result.already_done:
-            print(f"[q1]   already trained ({result.final_iter} iterations)")
-        else:
-            print(f"[q1]   trained to iteration {result.final_iter} in {time.time() - t0:.0f} s")
-        logs[variant] = parse_log(run_dir / "train.log")
-        write_csvs(logs[variant], run_dir, "train.log")
-        (out / "nets").mkdir(parents=True, exist_ok=True)
-        png = out / "nets" / f"{variant}.png"
-        if not png.exists() or png.stat().st_mtime < (repo / folder / "train_val.prototxt").stat().st_mtime:
-            draw(repo / folder / "train_val.prototxt", png, phase="TRAIN")
-    pair = {v: logs[v] for v in ("baseline", "dropout") if v in logs} or logs
-    plot_runs(pair, "loss", out / "val_loss_vs_iter.png", test_nets=TEST_NETS, test_indices=[0],
-              title=f"{name}: validation loss with and without dropout (training loss faint)")
-    plot_runs(logs, "loss", out / "val_loss_all.png", test_nets=TEST_NETS, test_indices=[0], train=False,
-              title=f"{name}: validation loss, every variant")
-    plot_runs(logs, "accuracy", out / "accuracy_vs_iter.png", test_nets=TEST_NETS, train=False,
-              title=f"{name}: accuracy on the training subset (dashed) and validation (solid)")
-    print(summarise(name, spec, info, logs, out))
-    print(f"[q1] results in {out}")
+    # One experiment per dataset at a time: every run of it reads data/q1/<dataset>, which another
+    # run with other options would rewrite.
+    with locks.locked(repo / "data" / "q1" / name, what=f"the data folder data/q1/{name}"):
+        info = data.prepare(name, per_class, seed, repo, archive=archive)
+        spec = spec_for(name, info, max_iter)
+        out_rel = out_folder(spec, per_class, seed)
+        out = repo / out_rel
+        if out_rel != f"results/q1/{name}":
+            write_text(out / "settings.json", json.dumps(settings_of(spec, per_class, seed), indent=1) + "\n")
+            print(f"[q1] settings other than the defaults: this run is kept in {out_rel}/ (settings.json says which); "
+                  f"the default run in results/q1/{name}/ is left as it is")
+        logs, full = {}, {}
+        for i, variant in enumerate(variants, 1):
+            folder = net_folder(spec, variant, out_rel)
+            nets.write(spec, variant, repo, folder, run_folder=f"{out_rel}/{variant}")
+            run_dir = out / variant
+            start_fresh = check_same_nets(run_dir, repo / folder, fresh)
+            print(f"[q1] {name} {i}/{len(variants)}: {variant}")
+            t0 = time.time()
+            result = caffe_runner.train(f"{folder}/solver.prototxt", run_dir / "train.log", gpu=gpu, cwd=repo,
+                                        progress=progress, desc=f"{name}/{variant}", fresh=start_fresh)
+            if result.already_done:
+                print(f"[q1]   already trained ({result.final_iter} iterations)")
+            else:
+                print(f"[q1]   trained to iteration {result.final_iter} in {time.time() - t0:.0f} s")
+            logs[variant] = parse_log(run_dir / "train.log")
+            full[variant] = full_validation(repo, folder, run_dir, spec, gpu)
+            write_csvs(logs[variant], run_dir, "train.log")
+            (out / "nets").mkdir(parents=True, exist_ok=True)
+            png = out / "nets" / f"{variant}.png"
+            if not png.exists() or png.stat().st_mtime < (repo / folder / "train_val.prototxt").stat().st_mtime:
+                draw(repo / folder / "train_val.prototxt", png, phase="TRAIN")
+        pair = {v: logs[v] for v in ("baseline", "dropout") if v in logs} or logs
+        plot_runs(pair, "loss", out / "val_loss_vs_iter.png", test_nets=TEST_NETS, test_indices=[0],
+                  title=f"{name}: validation loss with and without dropout (training loss faint)")
+        plot_runs(logs, "loss", out / "val_loss_all.png", test_nets=TEST_NETS, test_indices=[0], train=False,
+                  title=f"{name}: validation loss, every variant")
+        plot_runs(logs, "accuracy", out / "accuracy_vs_iter.png", test_nets=TEST_NETS, train=False,
+                  title=f"{name}: accuracy on the training subset (dashed) and validation (solid)")
+        print(summarise(name, spec, info, logs, out, full))
+        print(f"[q1] results in {out}")
     return out
+
+
+def positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
+    return n
 
 
 def main(argv=None):
@@ -141,19 +259,22 @@ def main(argv=None):
                                  description="Train Q1's variants with caffe and write plots and a summary.")
     ap.add_argument("--dataset", default="auto",
                     help="cifar10, fashion-mnist, or auto: CIFAR-10 when it can be had, else Fashion-MNIST")
-    ap.add_argument("--per-class", type=int, default=100, help="training-subset images per class (default 100)")
+    ap.add_argument("--per-class", type=positive, default=100, help="training-subset images per class (default 100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
     ap.add_argument("--variants", nargs="+", default=list(nets.VARIANTS), help=f"any of {', '.join(nets.VARIANTS)}")
-    ap.add_argument("--max-iter", type=int, help="training iterations per variant (default: per dataset)")
+    ap.add_argument("--max-iter", type=positive, help="training iterations per variant (default: per dataset); other "
+                    "settings than the defaults get their own results folder")
+    ap.add_argument("--fresh", action="store_true", help="train the variants anew: their previous snapshots and log "
+                    "are moved aside, and removed once the new run has completed")
     ap.add_argument("--gpu", default=None, help="GPU id(s) (needs `make setup CAFFE_GPU=1`); default CPU")
     ap.add_argument("--archive", metavar="PATH", help="a cifar-10-python.tar.gz you have, used where it is and "
                     "never downloaded over (implies --dataset cifar10; make q1 CIFAR10_ARCHIVE=PATH)")
     a = ap.parse_args(argv)
-    with caffe_runner.cli_errors(DatasetError, DownloadError, ValueError):
+    with exit_on(DatasetError, DownloadError, ValueError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         for v in a.variants:
             nets.flags(v)
-        run(a.dataset, a.per_class, a.seed, a.variants, a.max_iter, a.gpu or None, archive=a.archive)
+        run(a.dataset, a.per_class, a.seed, a.variants, a.max_iter, a.gpu or None, archive=a.archive, fresh=a.fresh)
 
 
 if __name__ == "__main__":

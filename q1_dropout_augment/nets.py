@@ -6,23 +6,29 @@ Variants: baseline, dropout, augment (mirror + random crop in TRAIN, centre crop
 combination, and dropout_augment_rta, which adds random rotation/shear/scale/perspective warps
 (a Python layer, q1_dropout_augment/warp_layer.py) in the spirit of caffe-rta. Every variant subtracts
 the training subset's mean image and scales pixels by 1/255, so the variants differ only in the
-regulariser. Two TEST nets (stages "val" and "train_subset") measure validation and training
-accuracy the same way.
+regulariser. Two TEST nets, run every `test_interval` iterations, measure validation (stage "val": a
+fixed class-stratified sample of the validation set, cheap enough for a finely sampled curve) and
+training accuracy (stage "train_subset") the same way; a third input (stage "val_full") reads the
+whole validation set, which the experiment runs once through the final weights.
 
-    python -m q1_dropout_augment.nets --write      # regenerate models/q1/<dataset>/<variant>/
+    .venv/bin/python -m q1_dropout_augment.nets --write      # regenerate models/q1/<dataset>/<variant>/
 """
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog reads this when caffe loads
+    os.environ.setdefault("GLOG_minloglevel", "2")
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 from google.protobuf import text_format
 
-from tools.fileio import write_text
+from tools.fileio import write_if_changed
 from tools.solver import make_solver, solver_text
 
 VARIANTS = ("baseline", "dropout", "augment", "dropout_augment", "dropout_augment_rta")
@@ -39,21 +45,23 @@ class DataSpec:
     num_classes: int
     crop: int  # TRAIN random crop / TEST centre crop of the augmented variants
     train_count: int  # images in the training subset
-    val_count: int
+    val_count: int  # the whole validation set: the final numbers
     max_iter: int
     test_interval: int
+    val_sample_count: int = 1000  # the fixed validation sample tested every test_interval: the curve
 
     @property
     def root(self):
         return f"data/q1/{self.name}"
 
 
-# Defaults measured on 2 cores (see README, Q1): 100 images per class, the full test set as validation.
+# Defaults measured on 2 cores (see README, Q1): 100 images per class, the full test set as validation
+# (tested once at the end), 41 points of the validation curve on a 1,000-image sample of it.
 DATASETS = {
     "fashion-mnist": DataSpec("fashion-mnist", 28, 1, 10, crop=26, train_count=1000, val_count=10000,
-                              max_iter=2000, test_interval=200),
+                              max_iter=2000, test_interval=50),
     "cifar10": DataSpec("cifar10", 32, 3, 10, crop=28, train_count=1000, val_count=10000,
-                        max_iter=3000, test_interval=200),
+                        max_iter=3000, test_interval=75),
 }
 BATCH, TEST_BATCH = 50, 100
 
@@ -104,8 +112,10 @@ def train_val(spec: DataSpec, variant: str):
     n.loss = L.SoftmaxWithLoss(scores, n.label)
     net = n.to_proto()
     net.name = f"q1-{spec.name}-{variant}"
-    # Two TEST inputs after the TRAIN one: validation, and the training subset seen the TEST way.
-    for i, (stage, source) in enumerate((("val", "val_lmdb"), ("train_subset", "train_subset_lmdb"))):
+    # TEST inputs after the TRAIN one: the validation sample, the training subset seen the TEST way (the
+    # solver's two test nets), and the whole validation set (the final pass).
+    for i, (stage, source) in enumerate((("val", "val_sample_lmdb"), ("train_subset", "train_subset_lmdb"),
+                                         ("val_full", "val_lmdb"))):
         t = caffe.NetSpec()
         t.data, t.label = data_layer(f"{spec.root}/{source}", TEST_BATCH, transform(spec, augment, False),
                                      caffe.TEST, stage)
@@ -129,39 +139,43 @@ def default_folder(spec: DataSpec, variant: str) -> str:
     return f"models/q1/{spec.name}/{variant}"
 
 
-def solver(spec: DataSpec, variant: str, folder: str):
-    """The solver; `folder` (relative to the repo root) holds train_val.prototxt."""
+def default_run_folder(spec: DataSpec, variant: str) -> str:
+    """Where a variant's snapshots and log go with the default settings (what the committed solvers say)."""
+    return f"results/q1/{spec.name}/{variant}"
+
+
+def solver(spec: DataSpec, variant: str, folder: str, run_folder: str | None = None):
+    """The solver; `folder` (relative to the repo root) holds train_val.prototxt, `run_folder` gets the
+    snapshots (default: default_run_folder; runs with other settings have their own)."""
     return make_solver(
         net=f"{folder}/train_val.prototxt",
         test_state=[{"stage": ["val"]}, {"stage": ["train_subset"]}],
-        test_iter=[-(-spec.val_count // TEST_BATCH), -(-spec.train_count // TEST_BATCH)],  # whole sets
+        test_iter=[-(-spec.val_sample_count // TEST_BATCH), -(-spec.train_count // TEST_BATCH)],  # whole sets
         test_interval=spec.test_interval, test_initialization=True,
         # a tenfold lower rate for the last third lets the regularised variants settle
         base_lr=0.01, momentum=0.9, weight_decay=5e-4, lr_policy="step", gamma=0.1,
-        stepsize=spec.max_iter * 2 // 3,
+        stepsize=max(1, spec.max_iter * 2 // 3),  # 0 would make Caffe divide by zero (SIGFPE)
         max_iter=spec.max_iter, display=20,
-        snapshot=1000, snapshot_prefix=f"results/q1/{spec.name}/{variant}/snap",
+        snapshot=1000, snapshot_prefix=f"{run_folder or default_run_folder(spec, variant)}/snap",
         random_seed=1, solver_mode="CPU",
     )
 
 
-def files(spec: DataSpec, variant: str, folder: str) -> dict[str, str]:
+def files(spec: DataSpec, variant: str, folder: str, run_folder: str | None = None) -> dict[str, str]:
     """The three prototxts of a variant, as text, keyed by file name."""
     return {
         "train_val.prototxt": text_format.MessageToString(train_val(spec, variant)),
-        "solver.prototxt": solver_text(solver(spec, variant, folder)),
+        "solver.prototxt": solver_text(solver(spec, variant, folder, run_folder)),
         "deploy.prototxt": text_format.MessageToString(deploy(spec, variant)),
     }
 
 
-def write(spec: DataSpec, variant: str, repo, folder=None) -> Path:
-    """Write a variant's prototxts into repo/folder (default: the committed models/q1/<dataset>/<variant>);
-    unchanged files are left alone."""
+def write(spec: DataSpec, variant: str, repo, folder=None, run_folder=None) -> Path:
+    """Write a variant's prototxts into repo/folder (default: the committed models/q1/<dataset>/<variant>),
+    snapshots going to `run_folder`; unchanged files are left alone."""
     folder = folder or default_folder(spec, variant)
-    for name, text in files(spec, variant, folder).items():
-        path = Path(repo) / folder / name
-        if not path.exists() or path.read_text() != text:
-            write_text(path, text)
+    for name, text in files(spec, variant, folder, run_folder).items():
+        write_if_changed(Path(repo) / folder / name, text)
     return Path(repo) / folder
 
 

@@ -4,22 +4,46 @@ In feature-extractor mode every iteration still runs the whole frozen AlexNet fo
 frozen part runs once per image (twice with mirrored copies), and the classifier trains on the
 stored features as a small Caffe net (task.features_net) in seconds. Its learned layer has the
 full net's name and shape, so merge_classifier() turns it into weights for the ordinary deploy net.
+
+The stored features are a cache with a manifest (tools.lmdb_io): entry count, the SHA-256 of the
+data, and what they were computed from (the list file's SHA-256, the pretrained weights' path, size and
+date, the net's geometry and mean, mirroring). A cache that fails the check, or was computed from
+anything else, is computed again.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from q2_wikiart_finetune import predict
-from q2_wikiart_finetune import task as tasks
+from q2_wikiart_finetune.task import write as write_prototxts
+from q2_wikiart_finetune.task import write_deploy
 from tools import caffe_runner, lmdb_io, paths, weights
 from tools.fileio import atomic_path
 
 
-def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, repo=paths.REPO, progress=True) -> int:
-    """Features of every image in `list_file` (and of its mirror image) into a float-Datum LMDB."""
+def feature_source(task, pretrained, list_file, mirror, repo=paths.REPO) -> dict:
+    """What a features LMDB depends on, as stored in (and compared with) its manifest."""
     repo = Path(repo)
-    deploy = tasks.write_deploy(task, repo)
+    w = repo / pretrained
+    st = w.stat()
+    mean = list(task.mean_value) if task.mean_value is not None else None
+    if mean is None and task.mean_file:
+        m = (repo / task.mean_file).stat()
+        mean = {"file": str((repo / task.mean_file).resolve()), "size": m.st_size, "mtime_ns": m.st_mtime_ns}
+    return {"list": str(list_file), "list_sha256": hashlib.sha256((repo / list_file).read_bytes()).hexdigest(),
+            "image_root": task.image_root, "weights": str(w.resolve()), "weights_size": st.st_size,
+            "weights_mtime_ns": st.st_mtime_ns, "blob": task.feature_blob, "width": task.width,
+            "new_size": task.new_size, "crop": task.crop, "mean": mean, "mirror": bool(mirror)}
+
+
+def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, repo=paths.REPO, progress=True,
+            source=None) -> int:
+    """Features of every image in `list_file` (and of its mirror image) into a float-Datum LMDB, its
+    labels checked against the task's classes; `source` goes into the LMDB's manifest."""
+    repo = Path(repo)
+    deploy = write_deploy(task, repo)
     files, labels = predict.read_list(repo / list_file, repo / task.image_root)
     if labels is None:
         raise ValueError(f"{list_file} has no labels: the cached-feature path trains on labelled lists")
@@ -33,7 +57,8 @@ def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, re
         all_labels += labels
     features = np.concatenate(feats).reshape(len(all_labels), -1).astype(np.float32)
     order = np.random.RandomState(0).permutation(len(all_labels))  # the Data layer reads in key order
-    lmdb_io.write_features(repo / out_lmdb, features[order], np.asarray(all_labels)[order])
+    lmdb_io.write_features(repo / out_lmdb, features[order], np.asarray(all_labels)[order],
+                           num_classes=task.num_classes, source=source)
     return len(all_labels)
 
 
@@ -58,21 +83,35 @@ def merge_classifier(task, pretrained, classifier_weights, out, repo=paths.REPO)
     return out
 
 
-def run(task, *, pretrained=None, mirror=True, gpu=None, repo=paths.REPO, progress=True, folder=None):
-    """Extract (once), train the classifier with the caffe binary, merge; returns (TrainResult, merged weights)."""
+def run(task, *, pretrained=None, mirror=True, gpu=None, repo=paths.REPO, progress=True, folder=None, run_dir=None,
+        fresh=False):
+    """Extract (when the cache does not pass its check), train the classifier with the caffe binary, merge;
+    returns (TrainResult, merged weights). `run_dir` (relative to `repo`) gets the log, the snapshots and the
+    merged weights; the solver in `folder` must snapshot there."""
     repo = Path(repo)
     pretrained = pretrained or task.weights
-    out = repo / task.results_dir / "cached_features"
+    cache = repo / task.results_dir / "cached_features"  # where task.features_net reads them
+    out = repo / (run_dir or f"{task.results_dir}/cached_features")
     for split in ("train", "val"):
-        lmdb = out / f"{split}_features_lmdb"
-        if not (lmdb / "data.mdb").exists():
-            n = extract(task, pretrained, f"{task.data_root}/{split}.txt", lmdb, mirror=mirror and split == "train",
-                        gpu=gpu, repo=repo, progress=progress)
-            print(f"[q2] stored {task.feature_blob} features of {n} {split} images in {lmdb.relative_to(repo)}")
+        lmdb = cache / f"{split}_features_lmdb"
+        list_file = f"{task.data_root}/{split}.txt"
+        flip = mirror and split == "train"
+        source = feature_source(task, pretrained, list_file, flip, repo)
+        images = sum(1 for line in (repo / list_file).read_text().splitlines() if line.split())
+        try:
+            lmdb_io.check(lmdb, entries=images * (2 if flip else 1), source=source, num_classes=task.num_classes)
+            continue
+        except lmdb_io.LmdbError as e:
+            if (lmdb / "data.mdb").exists():
+                print(f"[q2] cached features: {str(e).split('. Fix:')[0]}; extracting them again")
+        n = extract(task, pretrained, list_file, lmdb, mirror=flip, gpu=gpu, repo=repo, progress=progress,
+                    source=source)
+        print(f"[q2] stored {task.feature_blob} features of {n} {split} images in {lmdb.relative_to(repo)}")
     folder = folder or task.path("cached_features")
-    tasks.write(task, "cached_features", repo, folder)
+    if run_dir is None:
+        write_prototxts(task, "cached_features", repo, folder)
     result = caffe_runner.train(f"{folder}/solver.prototxt", out / "train.log", gpu=gpu, cwd=repo, progress=progress,
-                                desc=f"{task.name}/cached_features")
+                                desc=f"{task.name}/cached_features", fresh=fresh)
     final = out / f"snap_iter_{result.final_iter}.caffemodel"
     merged = merge_classifier(task, pretrained, final, out / "merged.caffemodel", repo)
     return result, merged

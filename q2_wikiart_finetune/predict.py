@@ -36,21 +36,9 @@ class Classifier:
 
 def mean_pixel(mean_file=None, mean_value=None) -> np.ndarray:
     """Per-channel (BGR) mean in 0..255: from a mean .binaryproto/.npy, or given values."""
-    if mean_value is not None:
-        return np.asarray(mean_value, np.float32)
-    if mean_file is None:
-        return np.zeros(3, np.float32)
-    mean_file = Path(mean_file)
-    if not mean_file.exists():
-        raise FileNotFoundError(f"mean file {mean_file} not found: `python -m tools.get_ilsvrc_aux` fetches "
-                                "the ImageNet mean")
-    if mean_file.suffix == ".npy":
-        mean = np.load(mean_file)
-    else:
-        from tools.lmdb_io import read_binaryproto
+    from tools.transform import mean_bgr
 
-        mean = read_binaryproto(mean_file)
-    return mean.reshape(mean.shape[0], -1).mean(axis=1).astype(np.float32)
+    return mean_bgr(mean_file, mean_value)
 
 
 def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_layers=()) -> Classifier:
@@ -58,14 +46,18 @@ def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_laye
     runs the fine-tuning deploy with the pretrained weights, which lack the new last layer)."""
     import caffe
 
-    from tools.caffe_runner import gpu_args
+    from tools import device
+    from tools.transform import make_transformer
 
     for what, p in (("deploy prototxt", deploy), ("weights", weights)):
         if not Path(p).exists():
             raise FileNotFoundError(f"{what} {p} not found")
-    if gpu_args(gpu):  # refuses on a CPU-only build
-        caffe.set_mode_gpu()
-        caffe.set_device(int(str(gpu).split(",")[0]))
+    try:
+        device.select(gpu)  # refuses a GPU on a CPU-only build
+    except device.DeviceError as e:
+        from tools.caffe_runner import CaffeError
+
+        raise CaffeError(str(e)) from None
     from tools.weights import check_fits
 
     net = caffe.Net(str(deploy), caffe.TEST)
@@ -76,11 +68,7 @@ def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_laye
     shape = net.blobs["data"].data.shape
     if shape[2:] != (crop, crop):
         raise ValueError(f"{deploy} takes {shape[2]}x{shape[3]} inputs but crop is {crop}")
-    t = caffe.io.Transformer({"data": shape})
-    t.set_transpose("data", (2, 0, 1))  # HWC -> CHW
-    t.set_channel_swap("data", (2, 1, 0))  # RGB -> BGR, the order the net was trained in
-    t.set_raw_scale("data", 255)  # caffe.io.load_image gives 0..1
-    t.set_mean("data", np.asarray(mean, np.float32))
+    t = make_transformer(shape, mean, raw_scale=255)  # HWC -> CHW, RGB -> BGR, 0..1 -> 0..255, minus the mean
     return Classifier(net, t, new_size, crop, net.outputs[-1])
 
 
@@ -90,12 +78,38 @@ def load_images(files, new_size):
 
     out = []
     for f in files:
+        if Path(f).is_file() and Path(f).stat().st_size == 0:
+            check_image(f)  # before skimage's readers, which probe every plugin they know on an empty file
         try:
             img = caffe.io.load_image(str(f), color=True)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - the readers behind skimage raise many kinds
+            check_image(f)  # says what is wrong with the file, where skimage's readers give plugin advice
             raise ValueError(f"cannot read image {f}: {e}") from None
         out.append(caffe.io.resize_image(img, (new_size, new_size)))
     return out
+
+
+def check_image(f):
+    """ValueError naming `f` when it is not a whole, decodable image, by Pillow: caffe.io.load_image's
+    readers answer an empty or damaged file with advice to install plugins."""
+    from PIL import Image, UnidentifiedImageError
+
+    fix = ("Fix: fetch it again (download_wikiart.py re-downloads images that are missing: move this one aside) "
+           "or take it out of the list")
+    try:
+        size = Path(f).stat().st_size
+    except OSError as e:
+        raise ValueError(f"cannot read image {f}: {e.strerror}. {fix}") from None
+    if size == 0:
+        raise ValueError(f"image {f} is empty (0 bytes): a download or copy that failed. {fix}")
+    try:
+        with Image.open(f) as im:
+            im.load()
+    except UnidentifiedImageError:
+        raise ValueError(f"image {f} ({size:,} bytes) is not an image format Pillow or OpenCV reads. {fix}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"image {f} ({size:,} bytes) cannot be decoded ({e}): it is damaged or cut short. "
+                         f"{fix}") from None
 
 
 def crops(images, crop, oversample):

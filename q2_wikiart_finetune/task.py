@@ -2,24 +2,29 @@
 it generates (train_val, solver, deploy for each mode; the cached-feature classifier).
 
     WIKIART               the exercise: BVLC AlexNet -> 10 painting styles
-    python -m q2_wikiart_finetune.task --write     # regenerate the committed models/q2/ prototxts
+    .venv/bin/python -m q2_wikiart_finetune.task --write     # regenerate the committed models/q2/ prototxts
 
-The offline demo (q2_wikiart_finetune/offline.py) builds its own Task with a reduced AlexNet, so both
-run through the same generators, runner and predictor.
+The Fashion-MNIST transfer demo (q2_wikiart_finetune/transfer_demo.py) builds its own Task with a
+reduced AlexNet (tools/alexnet.py), so both run through the same generators, runner and predictor.
+Validation passes count every image once: the validation batch divides the image count.
 """
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog reads this when caffe loads
+    os.environ.setdefault("GLOG_minloglevel", "2")
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 from google.protobuf import text_format
 
-from q2_wikiart_finetune import alexnet
-from tools.fileio import write_text
+from tools import alexnet
+from tools.fileio import write_if_changed
 from tools.solver import make_solver, solver_text
 
 MODES = ("finetune", "feature_extractor", "cached_features")
@@ -41,8 +46,8 @@ class Task:
     mean_file: str | None = None
     mean_value: tuple | None = None
     batch: int = 50
-    val_batch: int = 50
-    val_count: int = 387  # images in val.txt: test_iter covers them all
+    val_batch: int = 50  # at most; the validation batch is the largest divisor of val_count up to this
+    val_count: int = 387  # images in val.txt: test_iter x the validation batch counts each exactly once
     train_count: int = 1613
     base_lr: float = 0.001  # 10x lower than training AlexNet from scratch
     stepsize: int = 400  # from scratch: 100000
@@ -57,8 +62,16 @@ class Task:
     def path(self, *parts) -> str:
         return "/".join([self.models_dir, *parts])
 
+    def val_batch_size(self, count=None) -> int:
+        """The validation batch: the largest divisor of the image count up to `val_batch`, so that test_iter
+        batches see every image exactly once (ImageData and Data wrap around: 8 x 50 over 387 images would
+        count 13 of them twice)."""
+        count = count or self.val_count
+        return max(d for d in range(1, min(self.val_batch, count) + 1) if count % d == 0)
+
     def test_iter(self, count=None) -> int:
-        return -(-(count or self.val_count) // self.val_batch)
+        count = count or self.val_count
+        return count // self.val_batch_size(count)
 
 
 WIKIART = Task(
@@ -73,7 +86,7 @@ def train_val(task: Task, mode: str):
     return alexnet.train_val(
         f"{task.data_root}/train.txt", f"{task.data_root}/val.txt", num_classes=task.num_classes,
         last_layer=task.last_layer, mode=mode, width=task.width, new_size=task.new_size, crop=task.crop,
-        batch_size=task.batch, val_batch_size=task.val_batch, root_folder=task.image_root,
+        batch_size=task.batch, val_batch_size=task.val_batch_size(), root_folder=task.image_root,
         mean_file=task.mean_file, mean_value=task.mean_value, name=f"AlexNet-{task.name}-{mode}")
 
 
@@ -98,7 +111,7 @@ def features_net(task: Task):
     train_input = n.to_proto()
     n = caffe.NetSpec()
     n.data, n.label = L.Data(source=f"{task.results_dir}/cached_features/val_features_lmdb", backend=P.Data.LMDB,
-                             batch_size=task.val_batch, ntop=2, include=dict(phase=caffe.TEST))
+                             batch_size=task.val_batch_size(), ntop=2, include=dict(phase=caffe.TEST))
     # the features were stored after fc7's ReLU, before dropout: apply dropout here as the full net does
     n.drop7 = L.Dropout(n.data, dropout_ratio=0.5, in_place=True)
     scores = alexnet.classifier(n.drop7, task.num_classes, task.last_layer, boost=False)
@@ -142,18 +155,14 @@ def write(task: Task, mode: str, repo, folder=None) -> Path:
         raise ValueError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     folder = folder or task.path(mode)
     for name, text in files(task, mode, folder).items():
-        path = Path(repo) / folder / name
-        if not path.exists() or path.read_text() != text:
-            write_text(path, text)
+        write_if_changed(Path(repo) / folder / name, text)
     return Path(repo) / folder
 
 
 def write_deploy(task: Task, repo) -> Path:
     """Only the deploy net (it depends on no image counts), where every mode's evaluation finds it."""
     path = Path(repo) / task.path("finetune", "deploy.prototxt")
-    text = text_format.MessageToString(deploy(task))
-    if not path.exists() or path.read_text() != text:
-        write_text(path, text)
+    write_if_changed(path, text_format.MessageToString(deploy(task)))
     return path
 
 

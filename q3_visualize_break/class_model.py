@@ -51,6 +51,12 @@ def clip_to(bounds):
     return clip
 
 
+def ascent_step(x, grad, learning_rate, l2_decay):
+    """One ascent step on S_c(I) - lambda ||I||^2: shrink by l2_decay = 2 lambda eta, then step along the
+    score gradient with eta = learning_rate / rms(grad) (a step of `learning_rate` pixel units, RMS)."""
+    return (1 - l2_decay) * x + learning_rate * rms_normalized(grad)
+
+
 def class_model_visualization(net, class_index, *, iterations=200, learning_rate=1.0, l2_decay=0.02, jitter=4,
                               blur_sigma=0.5, blur_every=4, bounds=None, init_std=1.0, seed=0,
                               regularisers=()) -> ClassVisualization:
@@ -85,7 +91,7 @@ def class_model_visualization(net, class_index, *, iterations=200, learning_rate
         grad = np.roll(grad, (-dy, -dx), axis=(1, 2))
         scores.append(score)
         norms.append(float(np.linalg.norm(x)))
-        x = (1 - l2_decay) * x + learning_rate * rms_normalized(within_bounds(grad, x, bounds))
+        x = ascent_step(x, within_bounds(grad, x, bounds), learning_rate, l2_decay)
         for step in steps:
             x = step(x, it)
         x = x.astype(np.float32, copy=False)

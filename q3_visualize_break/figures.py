@@ -46,6 +46,17 @@ def perturbation_picture(model, original, changed, gain=10.0) -> np.ndarray:
     return np.clip(0.5 + gain * delta, 0.0, 1.0)
 
 
+def show_source(*functions):
+    """Display the source of `functions` as a code block: the notebooks show the very code they run (and the
+    tests check), not a copy of it."""
+    import inspect
+
+    from IPython.display import Markdown, display
+
+    for function in functions:
+        display(Markdown(f"```python\n{inspect.getsource(function).rstrip()}\n```"))
+
+
 def top_k_text(top) -> str:
     """Lines "name  probability" for `gradients.top_k` output, names shortened to their first synonym."""
     return "\n".join(f"{name.split(',')[0][:22]}  {p:.3f}" for _, name, p in top)

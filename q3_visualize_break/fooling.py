@@ -3,13 +3,17 @@
 Szegedy et al. (ICLR 2014) find the smallest r such that the net assigns x0 + r to a chosen class by
 minimising  L(x, y_target) + lambda/2 * ||x - x0||^2  (L: softmax cross-entropy); Goodfellow et al.
 (ICLR 2015) explain why so little suffices (the nets are nearly linear in their input); Nguyen et al.
-(CVPR 2015) fool them from images that look like nothing at all. Here by gradient descent, stopped as
-soon as the target is the top-1 class (and, optionally, at least `confidence` probable):
+(CVPR 2015) fool them from images that look like nothing at all. Here by gradient descent, until the
+target is the top-1 class *and* at least `confidence` probable (default 0.5: not a hair-thin win):
 
     x <- x0 + (1 - l2_decay) * (x - x0) - learning_rate * g / rms(g),   g = dL/dx
 
 a descent step on the objective with step size eta = learning_rate / rms(g) and l2_decay = lambda * eta
 (the same reading of the L2 term as in class_model.py), then clipping to the valid pixels.
+
+`pgd_attack` is the yardstick: targeted projected gradient descent under an L-inf budget (Madry et al.
+2018), and `minimal_pgd` the smallest budget on a doubling-then-bisecting grid at which it succeeds,
+so each fooling image's L-inf can be set against what a standard minimal-perturbation attack needs.
 """
 
 import csv
@@ -43,15 +47,23 @@ class FoolingResult:
     distances: np.ndarray  # ||x - x0||_2 per iteration, net input units
 
 
+def fooling_step(x, x0, grad, learning_rate, l2_decay):
+    """One descent step on L(x, t) + lambda/2 ||x - x0||^2: the perturbation shrinks by l2_decay = lambda eta,
+    then x moves against the loss gradient with eta = learning_rate / rms(grad)."""
+    return x0 + (1 - l2_decay) * (x - x0) - learning_rate * rms_normalized(grad)
+
+
 def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, max_iterations=100,
-                  confidence=None, bounds=None) -> FoolingResult:
-    """Change net input `image` (C, H, W) a little until the net's top-1 is `target_class`.
+                  confidence=0.5, bounds=None, max_change=None) -> FoolingResult:
+    """Change net input `image` (C, H, W) a little until the net's top-1 is `target_class` with p >= confidence.
 
     learning_rate   RMS change per step, in net input units (pixel units for raw_scale 255)
     l2_decay        fraction of the perturbation removed per step (the lambda term); 0 turns it off
     max_iterations  give up after this many steps (fooled=False)
-    confidence      also require p_target >= confidence; None: top-1 is enough
+    confidence      also require p_target >= confidence (default 0.5); None: top-1 is enough
     bounds          (low, high) to clip to after each step, e.g. model.bounds; None: no clipping
+    max_change      also keep every pixel within +-max_change of the original (net input units): a box around
+                    x0 that keeps the change invisible per pixel; None: no such limit
     """
     x0 = check_image(net, image)
     target_class = check_class(net, target_class)
@@ -78,7 +90,9 @@ def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, 
             break
         if it == max_iterations:
             break
-        x = x0 + (1 - l2_decay) * (x - x0) + learning_rate * rms_normalized(within_bounds(-grad, x, bounds))
+        x = fooling_step(x, x0, -within_bounds(-grad, x, bounds), learning_rate, l2_decay)
+        if max_change is not None:
+            x = np.clip(x, x0 - max_change, x0 + max_change)
         if bounds is not None:
             x = np.clip(x, *bounds)
         x = x.astype(np.float32, copy=False)
@@ -87,11 +101,75 @@ def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, 
 
 
 @dataclass
+class PGDResult:
+    image: np.ndarray  # (C, H, W) net input units
+    epsilon: float  # the L-inf budget, net input units
+    fooled: bool  # target top-1 with p >= confidence
+    iterations: int
+    target_prob: float
+
+    @property
+    def linf(self) -> float:
+        return self.epsilon
+
+
+def pgd_attack(net, image, target_class, epsilon, *, iterations=20, step=None, confidence=0.5,
+               bounds=None) -> PGDResult:
+    """Targeted projected gradient descent (Madry et al. 2018) in the L-inf ball of radius `epsilon` (net input
+    units): x <- clip(x - step_k * sign(dL/dx), x0 - epsilon, x0 + epsilon), then to `bounds`; stops when the
+    target is top-1 with p >= confidence. The step falls linearly from 2 * `step` to 0 (mean `step`, default
+    2.5 * epsilon / iterations), so that late steps do not jump back and forth across the goal."""
+    x0 = check_image(net, image)
+    target_class = check_class(net, target_class)
+    step = 2.5 * epsilon / iterations if step is None else step
+    objective = cross_entropy(target_class)
+    x = x0.copy()
+    for it in range(iterations + 1):
+        _, grad, scores = input_gradient(net, x, objective)
+        p = softmax(scores)[target_class]
+        if int(np.argmax(scores)) == target_class and (confidence is None or p >= confidence):
+            return PGDResult(x, float(np.abs(x - x0).max()), True, it, float(p))
+        if it == iterations:
+            break
+        x = np.clip(x - 2 * step * (1 - it / iterations) * np.sign(grad), x0 - epsilon, x0 + epsilon)
+        if bounds is not None:
+            x = np.clip(x, *bounds)
+        x = x.astype(np.float32, copy=False)
+    return PGDResult(x, float(epsilon), False, iterations, float(p))
+
+
+def minimal_pgd(net, image, target_class, *, start=1.0, largest=128.0, refine=3, **pgd_kwargs) -> PGDResult:
+    """The smallest L-inf budget (net input units) at which `pgd_attack` succeeds: doubling from `start` up to
+    `largest`, then `refine` bisection steps between the last failure and the first success. The result's
+    `linf` is what the successful attack actually used; fooled=False when even `largest` does not suffice."""
+    failed, found, eps = 0.0, None, start
+    while eps <= largest:
+        r = pgd_attack(net, image, target_class, eps, **pgd_kwargs)
+        if r.fooled:
+            found = r
+            break
+        failed, eps = eps, eps * 2
+    if found is None:
+        return r
+    high = found.epsilon
+    for _ in range(refine):
+        mid = (failed + high) / 2
+        r = pgd_attack(net, image, target_class, mid, **pgd_kwargs)
+        if r.fooled:
+            found, high = r, mid
+        else:
+            failed = mid
+    return found
+
+
+@dataclass
 class FoolingEvaluation:
     rows: list  # one dict per (image, target) attempt
-    summary: dict  # attempts, skipped, success_rate, median_iterations, median_l2, median_linf
+    summary: dict  # attempts, skipped, success_rate, median_iterations, median_l2, median_linf, median_target_prob,
+    #                pgd_success_rate, median_pgd_linf
 
-    COLUMNS = ("image", "original", "target", "fooled", "stopped", "iterations", "target_prob", "l2", "linf")
+    COLUMNS = ("image", "original", "target", "fooled", "stopped", "iterations", "target_prob", "l2", "linf",
+               "pgd_fooled", "pgd_linf")
 
     def csv(self) -> str:
         out = io.StringIO()
@@ -106,12 +184,14 @@ class FoolingEvaluation:
             f"Fooling {s['images']} images x {s['targets']} targets: {s['attempts']} attempts "
             f"({s['skipped']} skipped: the target already was the top-1).",
             "",
-            "| success rate | median iterations | median L2 | median Linf |",
-            "|---|---|---|---|",
-            f"| {s['success_rate']:.0%} | {fmt(s['median_iterations'])} | {fmt(s['median_l2'])} | "
-            f"{fmt(s['median_linf'])} |",
+            "| attack | success rate | median iterations | median target p | median L2 | median Linf |",
+            "|---|---|---|---|---|---|",
+            f"| ours (L2-regularised descent) | {s['success_rate']:.0%} | {fmt(s['median_iterations'])} | "
+            f"{fmt(s['median_target_prob'])} | {fmt(s['median_l2'])} | {fmt(s['median_linf'])} |",
+            f"| PGD, smallest L-inf budget | {fmt_rate(s['pgd_success_rate'])} | | | | {fmt(s['median_pgd_linf'])} |",
             "",
-            "Medians over the successful attempts; L2 and Linf of the perturbation in pixel units (0..255).",
+            "Success: the target is the top-1 class with probability at least the confidence margin. Medians over "
+            "the successful attempts of each attack; L2 and Linf of the perturbation in pixel units (0..255).",
             "",
             "| " + " | ".join(self.COLUMNS) + " |",
             "|" + "---|" * len(self.COLUMNS),
@@ -129,21 +209,25 @@ class FoolingEvaluation:
         return write_text(folder / f"{stem}.md", self.markdown()), write_text(folder / f"{stem}.csv", self.csv())
 
 
+def fmt_rate(value) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:.0%}"
+
+
 def fmt(value) -> str:
     if isinstance(value, float):
         return "n/a" if np.isnan(value) else f"{value:.4g}"
     return str(value)
 
 
-def evaluate_fooling(model, images, targets, **fooling_kwargs) -> FoolingEvaluation:
+def evaluate_fooling(model, images, targets, pgd=None, **fooling_kwargs) -> FoolingEvaluation:
     """Try every target on every image: `images` maps names to pictures (H, W, 3) in [0, 1] (or to net inputs
     (C, H, W)); `targets` lists class indices. Attempts whose target already is the top-1 are skipped.
-    `fooling_kwargs` go to `fooling_image` (bounds default to the model's valid pixels)."""
+    `fooling_kwargs` go to `fooling_image` (bounds default to the model's valid pixels). `pgd`: None, or keyword
+    arguments of `minimal_pgd` (in pixel units for start/largest) to measure the same attempts against PGD."""
     from q3_visualize_break.gradients import forward_scores
-    from q3_visualize_break.images import pixel_scale
 
     fooling_kwargs.setdefault("bounds", model.bounds)
-    per_pixel = pixel_scale(model.transformer, model.input_name)
+    per_pixel = model.pixel_scale
     shape = model.input_shape
     rows, skipped = [], 0
     for name, image in images.items():
@@ -155,15 +239,26 @@ def evaluate_fooling(model, images, targets, **fooling_kwargs) -> FoolingEvaluat
                 continue
             r = fooling_image(model.net, x, target, **fooling_kwargs)
             delta = r.perturbation / per_pixel
-            rows.append(dict(image=name, original=model.label(top1), target=model.label(target), fooled=r.fooled,
-                             stopped=r.stopped, iterations=r.iterations, target_prob=float(r.target_probs[-1]),
-                             l2=float(np.linalg.norm(delta)), linf=float(np.abs(delta).max())))
+            row = dict(image=name, original=model.label(top1), target=model.label(target), fooled=r.fooled,
+                       stopped=r.stopped, iterations=r.iterations, target_prob=float(r.target_probs[-1]),
+                       l2=float(np.linalg.norm(delta)), linf=float(np.abs(delta).max()), pgd_fooled="",
+                       pgd_linf=float("nan"))
+            if pgd is not None:
+                kw = dict(pgd, confidence=fooling_kwargs.get("confidence", 0.5), bounds=fooling_kwargs["bounds"])
+                kw.update(start=kw.get("start", 1.0) * per_pixel, largest=kw.get("largest", 128.0) * per_pixel)
+                m = minimal_pgd(model.net, x, target, **kw)
+                row.update(pgd_fooled=m.fooled, pgd_linf=m.linf / per_pixel if m.fooled else float("nan"))
+            rows.append(row)
     good = [r for r in rows if r["fooled"]]
+    pgd_good = [r for r in rows if r["pgd_fooled"] is True]
 
-    def median(key):
-        return float(np.median([r[key] for r in good])) if good else float("nan")
+    def median(key, among=good):
+        return float(np.median([r[key] for r in among])) if among else float("nan")
 
     summary = dict(images=len(images), targets=len(targets), attempts=len(rows), skipped=skipped,
                    success_rate=len(good) / len(rows) if rows else float("nan"),
-                   median_iterations=median("iterations"), median_l2=median("l2"), median_linf=median("linf"))
+                   median_iterations=median("iterations"), median_l2=median("l2"), median_linf=median("linf"),
+                   median_target_prob=median("target_prob"),
+                   pgd_success_rate=(len(pgd_good) / len(rows) if rows and pgd is not None else float("nan")),
+                   median_pgd_linf=median("pgd_linf", pgd_good))
     return FoolingEvaluation(rows, summary)

@@ -44,7 +44,7 @@ def score_blob(net) -> str:
     if net.layers[-1].type == "Softmax":
         raise ValueError(f"the net's output '{name}' comes from a Softmax layer; gradients of probabilities mix all "
                          "classes. Use the deploy without Softmax (models/q3/*_deploy_gradients.prototxt, "
-                         "q3_visualize_break.models.load_model)")
+                         "q3_visualize_break.loading.load_model)")
     shape = net.blobs[name].data.shape
     if len(shape) != 2 or shape[0] != 1:
         raise ValueError(f"the net's output '{name}' has shape {shape}, expected (1, classes): use a deploy with "
@@ -109,7 +109,7 @@ def input_gradient(net, image, objective):
         raise ValueError(f"backward did not reach the net's input '{data}': its prototxt lacks `force_backward: true`, "
                          "and Caffe skips input gradients without it. Fix: add `force_backward: true` to the "
                          "prototxt, or load the gradients deploy (models/q3/*_deploy_gradients.prototxt, "
-                         "q3_visualize_break.models.load_model)")
+                         "q3_visualize_break.loading.load_model)")
     return value, grad, scores
 
 

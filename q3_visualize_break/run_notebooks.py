@@ -3,6 +3,13 @@
     python -m q3_visualize_break.run_notebooks                       # all three, model "auto"
     python -m q3_visualize_break.run_notebooks --model demo --fast   # small iteration counts
     python -m q3_visualize_break.run_notebooks --only saliency-maps  # one of them
+    python -m q3_visualize_break.run_notebooks --model demo --commit # also refresh the committed .ipynb
+    python -m q3_visualize_break.run_notebooks --check               # exit 1 if a committed .ipynb is stale
+
+The notebooks' source is the jupytext percent script next to each .ipynb (`saliency-maps.py` for
+`saliency-maps.ipynb`): plain, linted Python with markdown in comments. It is what runs; the committed
+.ipynb is its executed copy on the demo model (`--commit`), for reading on the repository's web pages,
+and a test checks that its cells are the script's cells.
 
 The kernel is this interpreter (jupyter_client turns the "python3" kernelspec's `python` into
 sys.executable), started in the repo root with Q3_MODEL, Q3_FAST, Q3_OUT and GPU set for the
@@ -16,12 +23,45 @@ import sys
 import time
 from pathlib import Path
 
-from q3_visualize_break.models import WEIGHTS_ENV
+from q3_visualize_break.loading import WEIGHTS_ENV
 from tools import paths
 from tools.fileio import write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent
 NOTEBOOKS = ("class-model-visualizations.ipynb", "saliency-maps.ipynb", "breaking-convnets.ipynb")
+SIZE_BUDGET = 1_500_000  # bytes: the most an executed notebook committed with its figures may take
+
+
+def source(name: str) -> Path:
+    """The jupytext percent script a notebook is made from."""
+    return NOTEBOOK_DIR / Path(name).with_suffix(".py").name
+
+
+def read_source(name: str):
+    """The notebook `name` as its script defines it (no outputs), as an nbformat notebook."""
+    import jupytext
+
+    return jupytext.read(source(name))
+
+
+def cells_of(nb) -> list:
+    """(cell type, source, tags) of every cell: what must agree between the script and the .ipynb."""
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+
+
+def stale_notebooks(folder=NOTEBOOK_DIR) -> list:
+    """Committed notebooks missing, or whose cells differ from their script's."""
+    import nbformat
+
+    return [Path(folder) / n for n in NOTEBOOKS if not (Path(folder) / n).exists()
+            or cells_of(nbformat.read(Path(folder) / n, as_version=4)) != cells_of(read_source(n))]
+
+
+def write_unexecuted(folder=NOTEBOOK_DIR) -> list:
+    """Each notebook from its script, without outputs (when there is no model to run them on)."""
+    import nbformat
+
+    return [write_text(Path(folder) / n, nbformat.writes(read_source(n)) + "\n") for n in NOTEBOOKS]
 
 
 class NotebookError(RuntimeError):
@@ -46,7 +86,8 @@ def run_notebook(name: str, out: Path, env: dict, timeout=3600) -> Path:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    nb = read_source(name)
+    nb.metadata.setdefault("language_info", {"name": "python"})
     failed = {}
 
     def on_cell_error(cell, cell_index, execute_reply):
@@ -71,6 +112,20 @@ def run_notebook(name: str, out: Path, env: dict, timeout=3600) -> Path:
     return executed
 
 
+def commit_executed(executed) -> list:
+    """Copy executed notebooks over the committed ones, each checked against SIZE_BUDGET."""
+    import shutil
+
+    copied = []
+    for path in executed:
+        size = Path(path).stat().st_size
+        if size > SIZE_BUDGET:
+            raise ValueError(f"{path} is {size / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.1f} MB budget for a "
+                             "committed notebook: make its figures smaller")
+        copied.append(Path(shutil.copyfile(path, NOTEBOOK_DIR / Path(path).name)))
+    return copied
+
+
 def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeout=3600, weights=None) -> list:
     """Execute the notebooks (all, or those named in `only`); returns the executed copies' paths.
     `weights`: a BVLC AlexNet .caffemodel the user has, for model bvlc_alexnet (and auto)."""
@@ -83,12 +138,9 @@ def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeo
         raise ValueError(f"no notebook named {', '.join(sorted(unknown))}: choose from "
                          f"{', '.join(Path(n).stem for n in NOTEBOOKS)}")
     if gpu not in (None, ""):
-        from tools.caffe_runner import CaffeError, gpu_args
+        from tools.device import check_gpu
 
-        try:
-            gpu_args(gpu)  # a CPU-only build: say so before a kernel starts
-        except CaffeError as e:
-            raise ValueError(str(e)) from None
+        check_gpu(gpu)  # a CPU-only build: say so (DeviceError, a ValueError) before a kernel starts
     if weights and not Path(weights).is_file():
         raise ValueError(f"--weights {weights}: no such file. Fix: give the path of your bvlc_alexnet.caffemodel")
     env = kernel_env(out, model, fast, gpu, weights)
@@ -116,9 +168,27 @@ def main(argv=None):
                          f"${WEIGHTS_ENV}, "
                          "else models/bvlc_alexnet/bvlc_alexnet.caffemodel)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds a single cell may run (default 3600)")
+    ap.add_argument("--commit", action="store_true",
+                    help=f"copy the executed notebooks over the committed q3_visualize_break/*.ipynb (each at most "
+                         f"{SIZE_BUDGET / 1e6:.1f} MB)")
+    ap.add_argument("--check", action="store_true",
+                    help="run nothing: exit 1 when a committed .ipynb's cells differ from its .py script")
+    ap.add_argument("--unexecuted", action="store_true",
+                    help="run nothing: write the committed .ipynb from the scripts, without outputs")
     a = ap.parse_args(argv)
+    if a.check or a.unexecuted:
+        for path in write_unexecuted() if a.unexecuted else []:
+            print(path)
+        stale = stale_notebooks()
+        for path in stale:
+            print(f"stale: {path} (run `python -m q3_visualize_break.run_notebooks --model demo --commit`)",
+                  file=sys.stderr)
+        return 1 if stale else 0
     try:
-        run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout, a.weights)
+        executed = run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout, a.weights)
+        if a.commit:
+            for path in commit_executed(executed):
+                print(f"[q3] committed copy: {path}")
     except (NotebookError, ValueError) as e:
         print(f"[q3] FAILED: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,13 @@
 Near an image I0 the class score is roughly linear, S_c(I) ~ w^T I + b with w = dS_c/dI at I0, so
 the magnitude of w says which pixels the score is most sensitive to. One backward pass gives w; the
 map is its largest absolute value over the colour channels: M_ij = max_c |w_c,i,j|.
+
+Sanity check (Adebayo et al., NeurIPS 2018): a map that explains the trained net must change when the
+weights are replaced by random ones; `randomized_weights` swaps them in for a moment and
+`rank_correlation` measures how alike two maps are (Spearman: 1 = the same pixel ranking).
 """
+
+import contextlib
 
 import numpy as np
 
@@ -15,6 +21,32 @@ def saliency_map(net, image, class_index) -> np.ndarray:
     class_index = check_class(net, class_index)
     _, grad, _ = input_gradient(net, image, class_score(class_index))
     return np.abs(grad).max(axis=0)
+
+
+@contextlib.contextmanager
+def randomized_weights(net, seed=0):
+    """Within the block every learned layer of `net` has random He-initialised weights (zero biases); the trained
+    weights are restored afterwards."""
+    saved = {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
+    rng = np.random.RandomState(seed)
+    try:
+        for blobs in net.params.values():
+            w = blobs[0].data
+            w[...] = rng.randn(*w.shape) * np.sqrt(2.0 / np.prod(w.shape[1:]))
+            for b in blobs[1:]:
+                b.data[...] = 0
+        yield net
+    finally:
+        for name, arrays in saved.items():
+            for blob, array in zip(net.params[name], arrays, strict=True):
+                blob.data[...] = array
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman rank correlation of two maps' pixels: 1 the same ranking, about 0 unrelated."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
 
 
 def overlay(picture, saliency, alpha=0.6, cmap="hot", percentile=99.0) -> np.ndarray:

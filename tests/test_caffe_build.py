@@ -72,6 +72,7 @@ def train_val(train_src, test_src, path):
     return write_prototxt(path, body)
 
 
+@pytest.mark.slow
 def test_caffe_binary_trains_snapshots_and_resumes(tmp_path, small_lmdb):
     net = train_val(small_lmdb / "train_lmdb", small_lmdb / "test_lmdb", tmp_path / "train_val.prototxt")
     solver = write_solver(make_solver(
@@ -181,7 +182,8 @@ def test_python_layer_in_pycaffe_and_in_the_binary(tmp_path, monkeypatch):
 
     # The binary embeds its own interpreter: the runner's environment must let it import the layer.
     timing = caffe_runner.time_net(proto, tmp_path / "time.log", iterations=2, pythonpath=[tmp_path])
-    assert timing["forward-backward"] >= 0
+    # the binary ran the Python layer itself: `caffe time` reports its forward and backward, and took time
+    assert timing["layers"]["out"]["forward"] > 0 and timing["layers"]["out"]["backward"] > 0
 
 
 def test_tools_are_installed():

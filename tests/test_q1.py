@@ -26,7 +26,7 @@ from tools.datasets import DatasetError, load_cifar10, read_idx, stratified_subs
 from tools.parse_log import parse_log
 
 TINY = dataclasses.replace(nets.DATASETS["fashion-mnist"], train_count=100, val_count=200, max_iter=6,
-                           test_interval=3)
+                           test_interval=3, val_sample_count=100)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,12 @@ def tiny_repo(tmp_path_factory, fashion):
     va = stratified_subset(fashion.test_labels, 20, seed=0)
     lmdb_io.write_arrays(root / "train_subset_lmdb", fashion.train_images[tr], fashion.train_labels[tr])
     lmdb_io.write_arrays(root / "val_lmdb", fashion.test_images[va], fashion.test_labels[va])
+    lmdb_io.write_arrays(root / "val_sample_lmdb", fashion.test_images[va[:100]], fashion.test_labels[va[:100]])
     lmdb_io.compute_mean(root / "train_subset_lmdb", root / "train_subset_mean.binaryproto")
     return repo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", nets.VARIANTS)
 def test_every_variant_trains_with_the_caffe_binary(tiny_repo, variant):
     folder = nets.write(TINY, variant, tiny_repo, f"models/{variant}")
@@ -63,18 +65,33 @@ def test_committed_prototxts_equal_the_generators():
             folder = nets.default_folder(spec, variant)
             for name, text in nets.files(spec, variant, folder).items():
                 committed = REPO / folder / name
-                assert committed.exists(), f"{committed} missing: run python -m q1_dropout_augment.nets --write"
+                assert committed.exists(), (
+                    f"{committed} missing: run .venv/bin/python -m q1_dropout_augment.nets --write")
                 assert committed.read_text() == text, f"{committed} differs from the generator's output"
+
+
+def test_the_default_validation_curve_has_forty_points_on_a_sample_and_counts_every_image_once():
+    for spec in nets.DATASETS.values():
+        assert spec.max_iter // spec.test_interval + 1 >= 41 and spec.max_iter % spec.test_interval == 0
+        solver = nets.solver(spec, "baseline", nets.default_folder(spec, "baseline"))
+        assert list(solver.test_iter) == [spec.val_sample_count // nets.TEST_BATCH,
+                                          spec.train_count // nets.TEST_BATCH]
+        assert spec.val_sample_count % nets.TEST_BATCH == 0 == spec.train_count % nets.TEST_BATCH
+        assert spec.val_count % nets.TEST_BATCH == 0  # the final pass over the whole validation set
+    stages = [(layer.include[0].stage, layer.data_param.source.rsplit("/", 1)[1])
+              for layer in nets.train_val(nets.DATASETS["fashion-mnist"], "baseline").layer if layer.type == "Data"]
+    assert stages[1:] == [(["val"], "val_sample_lmdb"), (["train_subset"], "train_subset_lmdb"),
+                          (["val_full"], "val_lmdb")]
 
 
 def test_net_structure_and_deploy():
     net = nets.train_val(nets.DATASETS["fashion-mnist"], "dropout_augment")
     types = [(layer.name, layer.type) for layer in net.layer]
-    assert [t for _, t in types].count("Data") == 3
+    assert [t for _, t in types].count("Data") == 4
     assert ("drop1", "Dropout") in types and ("loss", "SoftmaxWithLoss") in types
     conv = next(layer for layer in net.layer if layer.name == "conv1").convolution_param
     assert (conv.num_output, conv.kernel_size[0], conv.pad[0], conv.stride or [1]) == (32, 7, 3, [1])
-    train, val, subset = (layer for layer in net.layer if layer.type == "Data")
+    train, val, subset, _ = (layer for layer in net.layer if layer.type == "Data")
     assert train.transform_param.mirror and train.transform_param.crop_size == 26
     assert not val.transform_param.mirror and val.include[0].stage == ["val"]
     assert subset.include[0].stage == ["train_subset"] and subset.data_param.source.endswith("train_subset_lmdb")
@@ -95,7 +112,7 @@ def test_augmentation_varies_in_train_and_is_the_centre_crop_in_test(tmp_path, m
     spec = dataclasses.replace(TINY)
     root = repo / spec.root
     image = fashion.train_images[7:8]
-    for name in ("train_subset_lmdb", "val_lmdb"):
+    for name in ("train_subset_lmdb", "val_lmdb", "val_sample_lmdb"):
         lmdb_io.write_arrays(root / name, np.repeat(image, 8, axis=0), [3] * 8)
     mean = np.random.RandomState(0).uniform(0, 255, (1, 28, 28)).astype(np.float32)
     lmdb_io.write_binaryproto(mean, root / "train_subset_mean.binaryproto")
@@ -120,6 +137,7 @@ def test_warp_layer_keeps_labels_and_shapes_and_changes_pixels(tmp_path, monkeyp
     idx = np.arange(50)
     lmdb_io.write_arrays(root / "train_subset_lmdb", fashion.train_images[idx], fashion.train_labels[idx])
     lmdb_io.write_arrays(root / "val_lmdb", fashion.train_images[idx], fashion.train_labels[idx])
+    lmdb_io.write_arrays(root / "val_sample_lmdb", fashion.train_images[idx], fashion.train_labels[idx])
     lmdb_io.compute_mean(root / "train_subset_lmdb", root / "train_subset_mean.binaryproto")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(REPO))
@@ -331,6 +349,7 @@ def test_bad_input_is_refused_before_training(tmp_path, fashion):
         read_idx(tmp_path / "short-idx.gz")
 
 
+@pytest.mark.slow
 def test_experiment_end_to_end_writes_plots_and_summary(tmp_path, capsys):
     out = experiment.run("fashion-mnist", per_class=5, seed=0, variants=["baseline", "dropout"], max_iter=4,
                          repo=tmp_path, progress=False)
@@ -339,8 +358,17 @@ def test_experiment_end_to_end_writes_plots_and_summary(tmp_path, capsys):
         assert (out / name).exists(), name
     summary = (out / "summary.md").read_text()
     assert "fashion-mnist" in summary and "| baseline |" in summary and "| dropout |" in summary
-    assert (tmp_path / "results/q1/fashion-mnist/models/dropout/solver.prototxt").exists(), \
-        "non-default settings must not overwrite the committed prototxts"
+    # non-default settings: a folder of their own, prototxts included; the committed ones and the default run's
+    # folder are not touched
+    assert out.name.startswith("fashion-mnist-") and (out / "settings.json").exists()
+    assert (out / "models/dropout/solver.prototxt").exists() and not (tmp_path / "models").exists()
+    assert not (tmp_path / "results/q1/fashion-mnist").exists()
+    # the last validation pass is at the last iteration (Caffe tests only at multiples of test_interval)
+    assert [r["NumIters"] for r in parse_log(out / "baseline/train.log").test(0)] == [0, 4]
+    # the summary's validation numbers are the final weights on the whole validation set, not the sample
+    full = json.loads((out / "baseline/val_full.json").read_text())
+    assert full["images"] == 10000 and full["loss"] > 0
+    assert f"| {full['accuracy']:.3f} | " in summary.split("| baseline |")[1].split("\n")[0]
     # a second run trains nothing
     capsys.readouterr()
     experiment.run("fashion-mnist", per_class=5, seed=0, variants=["baseline", "dropout"], max_iter=4,

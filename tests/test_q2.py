@@ -2,6 +2,7 @@
 (and the cached-feature path) trains with the real binary, prediction writes a submission, and bad
 weights are explained."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,11 +15,13 @@ import pytest
 from conftest import REPO
 from google.protobuf import text_format
 
-from q2_wikiart_finetune import alexnet, experiment, features, offline, predict
-from q2_wikiart_finetune import task as tasks
-from tools import caffe_runner, weights
+from q2_wikiart_finetune import experiment, features, predict, transfer_demo
+from q2_wikiart_finetune.task import MODES, WIKIART, write_deploy
+from q2_wikiart_finetune.task import files as mode_files
+from q2_wikiart_finetune.task import solver as mode_solver
+from tools import alexnet, caffe_runner, lmdb_io, weights
 
-TINY_SIZES = offline.Sizes(pretrain_per_class=20, pretrain_val_per_class=10, target_per_class=4,
+TINY_SIZES = transfer_demo.Sizes(pretrain_per_class=20, pretrain_val_per_class=10, target_per_class=4,
                            target_val_per_class=10, heldout_per_class=5, pretrain_iter=20, transfer_iter=10)
 CAFFE_SRC = Path(os.environ.get("CAFFE_CACHE", Path.home() / ".cache/caffe-toolkit")) / "src"
 
@@ -76,46 +79,79 @@ def test_modes_and_the_new_last_layer():
     data = [layer for layer in ft.layer if layer.type == "ImageData"]
     assert [d.transform_param.mirror for d in data] == [True, False]
     assert data[0].image_data_param.new_height == 256 and data[0].transform_param.crop_size == 227
-    s = tasks.solver(tasks.WIKIART, "finetune", "models/q2/finetune")
+    s = mode_solver(WIKIART, "finetune", "models/q2/finetune")
     assert (s.base_lr, s.lr_policy, s.momentum, s.weight_decay) == pytest.approx((0.001, "step", 0.9, 0.0005))
-    assert s.stepsize < 100000 / 10 and s.test_iter == [8]
+    assert s.stepsize < 100000 / 10 and s.test_iter == [9]  # 9 x 43 = the 387 validation images, each once
     with pytest.raises(ValueError, match="unknown mode"):
         alexnet.train_val("t", "v", mode="frozen")
 
 
+def test_validation_passes_count_every_image_exactly_once():
+    # the exercise's 387 validation images: 9 batches of 43, not 8 of 50 (which would count 13 twice)
+    assert (WIKIART.val_batch_size(), WIKIART.test_iter()) == (43, 9)
+    for count in (387, 500, 15, 97, 1):
+        batch, passes = WIKIART.val_batch_size(count), WIKIART.test_iter(count)
+        assert batch * passes == count and batch <= WIKIART.val_batch, count
+    net = text_format.Parse((REPO / "models/q2/finetune/train_val.prototxt").read_text(),
+                            caffe.proto.caffe_pb2.NetParameter())
+    val = next(layer for layer in net.layer if layer.include and layer.include[0].phase == caffe.TEST)
+    solver = (REPO / "models/q2/finetune/solver.prototxt").read_text()
+    assert val.image_data_param.batch_size * int(solver.split("test_iter: ")[1].split()[0]) == WIKIART.val_count
+
+
 def test_committed_q2_and_demo_prototxts_equal_the_generators():
-    for task, modes in [(tasks.WIKIART, tasks.MODES), *offline.default_tasks()]:
+    for task, modes in [(WIKIART, MODES), *transfer_demo.default_tasks()]:
         for mode in modes:
-            for name, text in tasks.files(task, mode).items():
+            for name, text in mode_files(task, mode).items():
                 committed = REPO / task.path(mode, name)
-                assert committed.exists(), f"{committed} missing: run `python -m q2_wikiart_finetune.task --write`"
+                assert committed.exists(), (
+                    f"{committed} missing: run `.venv/bin/python -m q2_wikiart_finetune.task --write`")
                 assert committed.read_text() == text, f"{committed} differs from the generator's output"
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """The offline transfer experiment end to end at a tiny size: every mode, real binary, real data."""
+    """The Fashion-MNIST transfer demo end to end at a tiny size: every mode, real binary, real data."""
     repo = tmp_path_factory.mktemp("q2repo")
-    results = offline.run(TINY_SIZES, repo=repo, progress=False)
+    results = transfer_demo.run(TINY_SIZES, repo=repo, progress=False)
     return repo, results
 
 
+@pytest.mark.slow
 def test_every_mode_trains_and_is_evaluated(demo_run):
     repo, results = demo_run
     assert set(results) == {"finetune", "feature_extractor", "cached_features", "scratch"}
+    _, labels = predict.read_list(repo / transfer_demo.DATA / "target/val.txt", repo / transfer_demo.DATA / "images")
     for mode, r in results.items():
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["iterations"] == TINY_SIZES.transfer_iter, mode
-        assert Path(r["weights"]).exists()
-    out = repo / offline.RESULTS
+        assert r["iterations"] == TINY_SIZES.transfer_iter and Path(r["weights"]).exists(), mode
+        # the reported accuracy is that of the mode's own predictions on every validation image, each once
+        saved = np.load(repo / r["run_dir"] / "val_predictions.npz")
+        assert saved["probs"].shape == (len(labels), 5), mode
+        assert r["accuracy"] == pytest.approx(np.mean(saved["probs"].argmax(axis=1) == np.asarray(labels))), mode
+    out = repo / transfer_demo.RESULTS
     for f in ("transfer_accuracy_vs_iter.png", "transfer_summary.md", "heldout_submission.csv",
               "transfer/summary.md", "transfer/train_loss_vs_iter.png", "transfer/finetune/val_confusion.png"):
         assert (out / f).exists(), f
     rows = (out / "heldout_submission.csv").read_text().splitlines()
     assert rows[0] == "id,label" and len(rows) == 1 + 5 * TINY_SIZES.heldout_per_class
+    # labels are Fashion-MNIST's class numbers, the target classes 5-9, as in the kept-back answers
+    assert {int(row.split(",")[1]) for row in rows[1:]} <= set(transfer_demo.TARGET_CLASSES)
+    answers = (repo / transfer_demo.DATA / "heldout_answers.csv").read_text().split()[1:]
+    assert {int(row.split(",")[1]) for row in answers} == set(transfer_demo.TARGET_CLASSES)
+    score = float((out / "heldout_score.txt").read_text().split()[2])
+    got = dict(row.split(",") for row in rows[1:])
+    assert score == pytest.approx(np.mean([got[i] == lab for i, lab in (row.split(",") for row in answers)]), abs=1e-4)
+    # the pretraining run has one mode, trained from random fillers: its summary says so, and no "best mode"
+    pretrain = (out / "pretrain/summary.md").read_text()
+    assert "from scratch" in pretrain and "best mode" not in pretrain
+    assert "the best mode" in (out / "transfer/summary.md").read_text()
+    measured = json.loads((out / "transfer_results.json").read_text())
+    assert measured["modes"]["finetune"]["accuracy"] == results["finetune"]["accuracy"]
     card = (repo / "results/demo/pretrained/model.json").read_text()
     assert '"fc8' not in card and '"width": 0.25' in card
 
 
+@pytest.mark.slow
 def test_finetuning_copies_every_layer_but_the_new_one(demo_run):
     repo, results = demo_run
     pretrained = repo / "results/demo/q2/pretrain/finetune" / f"snap_iter_{TINY_SIZES.pretrain_iter}.caffemodel"
@@ -132,38 +168,40 @@ def test_finetuning_copies_every_layer_but_the_new_one(demo_run):
     assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.1 * np.abs(a).max(), "fine-tuned, not replaced"
 
 
+@pytest.mark.slow
 def test_cached_features_merge_into_the_deploy_net(demo_run):
     repo, results = demo_run
-    out = repo / offline.RESULTS / "transfer/cached_features"
+    out = repo / transfer_demo.RESULTS / "transfer/cached_features"
     assert (out / "train_features_lmdb/data.mdb").exists()
     merged = Path(results["cached_features"]["weights"])
     head = weights.layer_params(out / f"snap_iter_{TINY_SIZES.transfer_iter}.caffemodel", "fc8_fashion")
     for a, b in zip(weights.layer_params(merged, "fc8_fashion"), head, strict=True):
         np.testing.assert_array_equal(a, b)
-    from tools import lmdb_io
-
     feats = list(lmdb_io.read_lmdb(out / "train_features_lmdb"))
     assert len(feats) == 2 * 5 * TINY_SIZES.target_per_class, "with mirrored copies"
     assert feats[0][0].shape == (1024, 1, 1) and feats[0][0].dtype == np.float32
 
 
+@pytest.mark.slow
 def test_a_weights_file_that_does_not_fit_is_explained(demo_run, tmp_path):
     repo, _ = demo_run
-    _, info = offline.plan(TINY_SIZES)
+    _, info = transfer_demo.plan(TINY_SIZES)
     pretrained = f"results/demo/q2/pretrain/finetune/snap_iter_{TINY_SIZES.pretrain_iter}.caffemodel"
-    clash = offline.transfer_task(info, pretrained, TINY_SIZES, last_layer="fc8", num_classes=3, results="clash")
-    tasks.write_deploy(clash, repo)
+    clash = transfer_demo.transfer_task(info, pretrained, TINY_SIZES, last_layer="fc8", num_classes=3, results="clash")
+    write_deploy(clash, repo)
     with pytest.raises(weights.WeightsMismatch, match="layer 'fc8' weights: .* holds 5x1024, the net wants 3x1024.*"
                                                       "new name"):
         experiment.check_weights_fit(clash, pretrained, repo)
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_submission_and_scores(demo_run, tmp_path):
     repo, results = demo_run
-    task = offline.transfer_task(offline.plan(TINY_SIZES)[1], "", TINY_SIZES)
+    task = transfer_demo.transfer_task(transfer_demo.plan(TINY_SIZES)[1], "", TINY_SIZES)
     deploy = repo / task.path("finetune", "deploy.prototxt")
     cmd = [sys.executable, "-m", "q2_wikiart_finetune.predict", "--weights", results["finetune"]["weights"],
-           "--images", str(repo / offline.DATA / "target/val.txt"), "--root", str(repo / offline.DATA / "images"),
+           "--images", str(repo / transfer_demo.DATA / "target/val.txt"),
+           "--root", str(repo / transfer_demo.DATA / "images"),
            "--deploy", str(deploy), "--mean-value", *map(str, task.mean_value), "--new-size", "112", "--crop", "99",
            "--out", str(tmp_path / "sub.csv"), "--oversample", "--id-column", "image", "--label-column", "style"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -173,7 +211,7 @@ def test_predict_cli_writes_submission_and_scores(demo_run, tmp_path):
     assert "accuracy" in out.stdout and (tmp_path / "sub_confusion.png").exists()
     assert "Sandal" in (tmp_path / "sub_accuracy.md").read_text()
     # a folder of images: ids are the file names
-    folder = subprocess.run([*cmd[:6], str(repo / offline.DATA / "images/heldout"), *cmd[7:]], cwd=REPO,
+    folder = subprocess.run([*cmd[:6], str(repo / transfer_demo.DATA / "images/heldout"), *cmd[7:]], cwd=REPO,
                             capture_output=True, text=True)
     assert folder.returncode == 0, folder.stderr
     assert (tmp_path / "sub.csv").read_text().splitlines()[1].startswith("00000,")
@@ -183,13 +221,14 @@ def test_predict_cli_writes_submission_and_scores(demo_run, tmp_path):
     assert bad.returncode != 0 and "missing image" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_centre_crop_and_oversampling_agree_roughly(demo_run):
     repo, results = demo_run
-    task = offline.transfer_task(offline.plan(TINY_SIZES)[1], "", TINY_SIZES)
+    task = transfer_demo.transfer_task(transfer_demo.plan(TINY_SIZES)[1], "", TINY_SIZES)
     mean = predict.mean_pixel(None, task.mean_value)
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), results["finetune"]["weights"],
                                   new_size=task.new_size, crop=task.crop, mean=mean)
-    files, _ = predict.read_list(repo / offline.DATA / "target/val.txt", repo / task.image_root)
+    files, _ = predict.read_list(repo / transfer_demo.DATA / "target/val.txt", repo / task.image_root)
     centre = predict.predict(clf, files[:10], progress=False)
     ten = predict.predict(clf, files[:10], oversample=True, progress=False)
     assert centre.shape == ten.shape == (10, 5)
@@ -197,6 +236,7 @@ def test_centre_crop_and_oversampling_agree_roughly(demo_run):
     assert np.abs(centre - ten).max() < 0.5
 
 
+@pytest.mark.slow
 def test_gpu_refused_on_cpu_build(demo_run):
     repo, results = demo_run
     from tools import paths
@@ -208,9 +248,51 @@ def test_gpu_refused_on_cpu_build(demo_run):
                                 new_size=112, crop=99, mean=[0, 0, 0], gpu="0")
 
 
+@pytest.mark.slow
 def test_features_module_extracts_what_the_net_computes(demo_run):
     repo, results = demo_run
-    task = offline.transfer_task(offline.plan(TINY_SIZES)[1], results["finetune"]["weights"], TINY_SIZES)
-    n = features.extract(task, results["finetune"]["weights"], f"{offline.DATA}/target/val.txt",
-                         repo / "feat_lmdb", repo=repo, progress=False)
+    task = transfer_demo.transfer_task(transfer_demo.plan(TINY_SIZES)[1], results["finetune"]["weights"], TINY_SIZES)
+    val_list = f"{transfer_demo.DATA}/target/val.txt"
+    n = features.extract(task, results["finetune"]["weights"], val_list, repo / "feat_lmdb", repo=repo, progress=False)
     assert n == 5 * TINY_SIZES.target_val_per_class
+    stored = list(lmdb_io.read_lmdb(repo / "feat_lmdb"))
+    got = np.stack([f.ravel() for f, _ in stored])
+    # fc7 of the same net on the same images, straight from pycaffe, in the extractor's seeded shuffled order
+    files, labels = predict.read_list(repo / val_list, repo / task.image_root)
+    mean = predict.mean_pixel(None, task.mean_value)
+    clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), results["finetune"]["weights"],
+                                  new_size=task.new_size, crop=task.crop, mean=mean)
+    want = predict.predict(clf, files, blob="fc7", progress=False).reshape(n, -1)
+    order = np.random.RandomState(0).permutation(n)
+    np.testing.assert_allclose(got, want[order], rtol=1e-5, atol=1e-6)
+    assert [int(lab) for _, lab in stored] == [labels[i] for i in order]
+    assert (got >= 0).all() and (got > 0).any(), "fc7 after its ReLU"
+
+
+@pytest.mark.slow
+def test_cached_features_are_extracted_again_when_the_weights_or_the_list_change(demo_run, tmp_path):
+    repo, results = demo_run
+    task = transfer_demo.transfer_task(transfer_demo.plan(TINY_SIZES)[1], results["finetune"]["weights"], TINY_SIZES)
+    _, info = transfer_demo.plan(TINY_SIZES)
+    pretrained = f"results/demo/q2/pretrain/finetune/snap_iter_{TINY_SIZES.pretrain_iter}.caffemodel"
+    cached = repo / transfer_demo.RESULTS / "transfer/cached_features/train_features_lmdb"
+    train_list = f"{transfer_demo.DATA}/target/train.txt"
+    entries = 2 * 5 * TINY_SIZES.target_per_class
+    source = features.feature_source(task, pretrained, train_list, True, repo)
+    lmdb_io.check(cached, entries=entries, source=source, num_classes=5)  # what the demo stored: reused
+    # other weights (the fine-tuned ones) under the same name: the manifest no longer matches
+    other = tmp_path / "weights.caffemodel"
+    other.write_bytes((repo / results["finetune"]["weights"]).read_bytes())
+    moved = features.feature_source(task, str(other), train_list, True, repo)
+    with pytest.raises(lmdb_io.LmdbError):
+        lmdb_io.check(cached, entries=entries, source=moved, num_classes=5)
+    # the same weights file rewritten in place (new content, same path)
+    copy = repo / "pretrained-copy.caffemodel"
+    copy.write_bytes((repo / pretrained).read_bytes())
+    before = features.feature_source(task, copy.name, train_list, True, repo)
+    copy.write_bytes((repo / results["finetune"]["weights"]).read_bytes())
+    assert features.feature_source(task, copy.name, train_list, True, repo) != before
+    # another image list
+    lines = (repo / train_list).read_text().splitlines()
+    (repo / "shorter.txt").write_text("\n".join(lines[:-1]) + "\n")
+    assert features.feature_source(task, pretrained, "shorter.txt", True, repo)["list_sha256"] != source["list_sha256"]

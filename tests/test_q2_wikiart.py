@@ -6,18 +6,22 @@ net is AlexNet at a quarter width on 99x99 crops of the 256x256 images, so it ru
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import caffe
+import pytest
 from conftest import REPO
 from http_fixtures import FileServer
 from real_formats import ilsvrc_aux
 from real_formats.bvlc_alexnet import legacy_shapes, write_v1_alexnet
 from test_download_wikiart import make_rows, write_index
 
-from q2_wikiart_finetune import alexnet, experiment
-from q2_wikiart_finetune import task as tasks
+from q2_wikiart_finetune import experiment
+from q2_wikiart_finetune.task import MODES, WIKIART, with_counts
+from tools import alexnet
 
 
+@pytest.mark.slow
 def test_wikiart_modes_end_to_end(tmp_path):
     repo = tmp_path
     with FileServer() as server:
@@ -42,21 +46,27 @@ def test_wikiart_modes_end_to_end(tmp_path):
 
     counts = [experiment.count_lines(repo / f"data/wikiart/{split}.txt") for split in ("train", "val")]
     assert counts == [45, 15]
-    small = dataclasses.replace(tasks.with_counts(tasks.WIKIART, *counts), width=0.25, new_size=256, crop=99, batch=10,
+    small = dataclasses.replace(with_counts(WIKIART, *counts), width=0.25, new_size=256, crop=99, batch=10,
                                 val_batch=15, max_iter=4, stepsize=2, test_interval=2, snapshot=4, feature_max_iter=6)
     metrics = experiment.run(small, repo=repo, progress=False)
-    assert set(metrics) == set(tasks.MODES)
+    assert set(metrics) == set(MODES)
     out = repo / "results/q2"
     summary = (out / "summary.md").read_text()
-    for mode in tasks.MODES:
+    for mode in MODES:
         assert f"| {mode} |" in summary
-        assert (out / mode / "val_confusion.png").exists()
+        # non-default settings: each mode trains in a folder of its own, named by a hash of its settings
+        run_dir = repo / metrics[mode]["run_dir"]
+        assert run_dir.parent == out and run_dir.name.startswith(f"{mode}-"), run_dir
+        assert (run_dir / "val_confusion.png").exists()
+        shared = {"train_features_lmdb", "val_features_lmdb"}  # the feature cache, checked by its manifest
+        assert not (out / mode).exists() or {p.name for p in (out / mode).iterdir()} <= shared
     assert "Post-Impressionism" in summary, "per-class accuracy names the styles"
     assert (out / "train_loss_vs_iter.png").exists() and (out / "val_accuracy_vs_iter.png").exists()
     rows = (out / "submission.csv").read_text().splitlines()
     assert rows[0] == "id,label" and len(rows) == 16
     # non-default settings: the committed models/q2 prototxts were not touched, results/ got its own
-    assert (out / "models/finetune/solver.prototxt").exists()
+    solver = out / "models" / Path(metrics["finetune"]["run_dir"]).name / "solver.prototxt"
+    assert f'snapshot_prefix: "{metrics["finetune"]["run_dir"]}/snap"' in solver.read_text()
     assert not (repo / "models/q2/finetune/solver.prototxt").exists()
     # a second run trains nothing
     again = experiment.run(small, repo=repo, progress=False)

@@ -20,13 +20,14 @@ from caffe.proto import caffe_pb2
 from conftest import REPO, write_prototxt
 from google.protobuf import text_format
 
-from q3_visualize_break import make_notebooks, models, run_notebooks
-from q3_visualize_break.class_model import class_model_visualization
-from q3_visualize_break.fooling import evaluate_fooling, fooling_image
+from q3_visualize_break import deploys, loading, run_notebooks
+from q3_visualize_break.class_model import ascent_step, class_model_visualization
+from q3_visualize_break.fooling import evaluate_fooling, fooling_image, fooling_step, minimal_pgd, pgd_attack
 from q3_visualize_break.gradients import class_score, forward_scores, input_gradient, top_k
-from q3_visualize_break.images import as_rgb, pixel_bounds
-from q3_visualize_break.saliency import overlay, saliency_map
-from tools import paths
+from q3_visualize_break.images import as_rgb
+from q3_visualize_break.saliency import overlay, randomized_weights, rank_correlation, saliency_map
+from tools import device, paths
+from tools.transform import pixel_bounds
 
 TINY_CLASSES = ["T-shirt/top", "Trouser", "Sandal", "Bag"]
 
@@ -62,7 +63,7 @@ def tiny_card(tmp_path_factory):
     """A model card for a tiny AlexNet (width 0.05, 67x67 input, 4 classes) with random weights."""
     root = tmp_path_factory.mktemp("tiny_model")
     caffe.set_mode_cpu()
-    text = models.gradients_deploy_text(width=0.05, crop=67, num_classes=len(TINY_CLASSES))
+    text = deploys.gradients_deploy_text(width=0.05, crop=67, num_classes=len(TINY_CLASSES))
     net = caffe.Net(str(write_prototxt(root / "deploy.prototxt", text)), caffe.TEST)
     he_init(net, np.random.RandomState(0))
     net.save(str(root / "tiny.caffemodel"))
@@ -74,7 +75,7 @@ def tiny_card(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_card):
-    return models.load_model(str(tiny_card))
+    return loading.load_model(str(tiny_card))
 
 
 @pytest.fixture(scope="module")
@@ -144,13 +145,27 @@ def test_class_visualization_raises_the_score_and_l2_holds_the_norm(tiny):
     np.testing.assert_array_equal(again.image, with_l2.image)  # the seed fixes start and jitter
 
 
-def test_fooling_image_reaches_the_target_with_a_small_change(tiny, pictures):
+def test_the_update_rules_are_the_derived_gradient_steps(rng):
+    """The notebooks derive: ascent on S_c - lambda ||I||^2 with eta = lr / rms(g) is ascent_step with
+    l2_decay = 2 lambda eta; descent on L + lambda/2 ||x - x0||^2 is fooling_step with l2_decay = lambda eta."""
+    x, x0, g = rng.randn(3, 5, 5), rng.randn(3, 5, 5), rng.randn(3, 5, 5)
+    lr, decay = 0.7, 0.05
+    eta = lr / np.sqrt(np.mean(g ** 2))
+    lam = decay / (2 * eta)
+    np.testing.assert_allclose(ascent_step(x, g, lr, decay), x + eta * (g - 2 * lam * x))
+    lam = decay / eta
+    np.testing.assert_allclose(fooling_step(x, x0, g, lr, decay), x - eta * (g + lam * (x - x0)))
+
+
+@pytest.mark.slow
+def test_fooling_image_reaches_the_target_confidently_with_a_small_change(tiny, pictures):
     x0 = tiny.preprocess(pictures[1])
     before = int(np.argmax(forward_scores(tiny.net, x0)))
     target = (before + 1) % len(TINY_CLASSES)
     r = fooling_image(tiny.net, x0, target, learning_rate=0.5, max_iterations=300, bounds=tiny.bounds)
     assert r.fooled and r.stopped == "fooled" and r.original_class == before
     assert int(np.argmax(forward_scores(tiny.net, r.image))) == target
+    assert r.target_probs[-1] >= 0.5 and r.target_probs[-2] < 0.5  # the margin, not bare top-1; and no further
     assert r.losses[-1] < r.losses[0] and r.target_probs[-1] > r.target_probs[0]
     assert len(r.losses) == len(r.target_probs) == len(r.distances) == r.iterations + 1
     pixels = np.linalg.norm(tiny.deprocess(x0) * 255)
@@ -159,24 +174,62 @@ def test_fooling_image_reaches_the_target_with_a_small_change(tiny, pictures):
     confident = fooling_image(tiny.net, x0, target, learning_rate=0.5, max_iterations=400, confidence=0.9,
                               bounds=tiny.bounds)
     assert confident.fooled and confident.target_probs[-1] >= 0.9
+    bare = fooling_image(tiny.net, x0, target, learning_rate=0.5, max_iterations=300, confidence=None,
+                         bounds=tiny.bounds)
+    assert bare.fooled and bare.iterations <= r.iterations
+    boxed = fooling_image(tiny.net, x0, target, learning_rate=0.5, max_iterations=300, bounds=tiny.bounds,
+                          max_change=12.0)
+    assert boxed.fooled and np.abs(boxed.perturbation).max() <= 12.0 + 1e-3
 
 
-def test_fooling_evaluation_writes_markdown_and_csv(tiny, pictures, tmp_path):
+def test_pgd_stays_in_its_budget_and_the_minimal_budget_is_minimal(tiny, pictures):
+    x0 = tiny.preprocess(pictures[1])
+    target = (int(np.argmax(forward_scores(tiny.net, x0))) + 1) % len(TINY_CLASSES)
+    low, high = tiny.bounds
+    small = pgd_attack(tiny.net, x0, target, 0.5, iterations=10, bounds=tiny.bounds)
+    assert np.abs(small.image - x0).max() <= 0.5 + 1e-4 and not small.fooled
+    assert np.all(small.image >= low - 1e-4) and np.all(small.image <= high + 1e-4)
+    m = minimal_pgd(tiny.net, x0, target, start=1.0, largest=128.0, refine=3, iterations=20, bounds=tiny.bounds)
+    assert m.fooled and m.target_prob >= 0.5 and np.abs(m.image - x0).max() == pytest.approx(m.linf, abs=1e-3)
+    assert not pgd_attack(tiny.net, x0, target, 0.5 * m.linf, iterations=20, bounds=tiny.bounds).fooled
+
+
+@pytest.mark.slow
+def test_fooling_evaluation_compares_with_pgd_and_writes_markdown_and_csv(tiny, pictures, tmp_path):
     images = {f"image {i}": p for i, p in enumerate(pictures[:2])}
-    evaluation = evaluate_fooling(tiny, images, [0, 3], learning_rate=0.5, max_iterations=150)
-    s = evaluation.summary
-    assert s["attempts"] + s["skipped"] == 4 and s["attempts"] == len(evaluation.rows)
-    assert 0 <= s["success_rate"] <= 1
+    evaluation = evaluate_fooling(tiny, images, [0, 3], pgd=dict(iterations=20, refine=1), learning_rate=0.5,
+                                  max_iterations=300)
+    s, rows = evaluation.summary, evaluation.rows
+    assert s["attempts"] + s["skipped"] == 4 and s["attempts"] == len(rows) >= 2
+    assert all(r["fooled"] and r["target_prob"] >= 0.5 for r in rows), rows  # this net is easy to fool
+    assert s["success_rate"] == 1.0 and s["pgd_success_rate"] == 1.0
+    assert s["median_l2"] == pytest.approx(np.median([r["l2"] for r in rows]))
+    assert s["median_linf"] == pytest.approx(np.median([r["linf"] for r in rows]))
+    assert s["median_pgd_linf"] == pytest.approx(np.median([r["pgd_linf"] for r in rows]))
+    assert all(0 < r["linf"] <= r["l2"] and r["pgd_linf"] > 0 for r in rows)
     md, csv = evaluation.write(tmp_path, "fooling")
     assert md.read_text().startswith("Fooling 2 images x 2 targets")
-    assert "| success rate | median iterations | median L2 | median Linf |" in md.read_text()
+    assert "| ours (L2-regularised descent) | 100% |" in md.read_text()
+    assert "| PGD, smallest L-inf budget | 100% |" in md.read_text()
     lines = csv.read_text().splitlines()
-    assert lines[0] == "image,original,target,fooled,stopped,iterations,target_prob,l2,linf"
+    assert lines[0] == "image,original,target,fooled,stopped,iterations,target_prob,l2,linf,pgd_fooled,pgd_linf"
     assert len(lines) == 1 + s["attempts"]
-    fooled = [r for r in evaluation.rows if r["fooled"]]
-    if fooled:
-        assert s["median_l2"] == pytest.approx(np.median([r["l2"] for r in fooled]))
-        assert all(r["linf"] <= r["l2"] for r in fooled)
+
+
+def test_saliency_depends_on_the_weights_and_they_come_back(tiny, pictures):
+    x = tiny.preprocess(pictures[0])
+    c = int(np.argmax(forward_scores(tiny.net, x)))
+    trained = saliency_map(tiny.net, x, c)
+    before = {k: [b.data.copy() for b in v] for k, v in tiny.net.params.items()}
+    with randomized_weights(tiny.net, seed=1):
+        assert not np.array_equal(tiny.net.params["conv1"][0].data, before["conv1"][0])
+        random = saliency_map(tiny.net, x, c)
+    for k, v in tiny.net.params.items():
+        for blob, saved in zip(v, before[k], strict=True):
+            np.testing.assert_array_equal(blob.data, saved)
+    np.testing.assert_array_equal(saliency_map(tiny.net, x, c), trained)
+    assert rank_correlation(trained, trained) == pytest.approx(1.0)
+    assert rank_correlation(trained, random) < 0.9
 
 
 # ---- preprocessing ------------------------------------------------------------------------------------------------
@@ -214,7 +267,7 @@ def test_model_card_loads_what_it_describes(tiny, tiny_card):
 
 
 def test_committed_deploys_equal_the_generator():
-    assert models.stale_deploys() == [], "run `python -m q3_visualize_break.models --write`"
+    assert deploys.stale_deploys() == [], "run `python -m q3_visualize_break.deploys --write`"
 
 
 @pytest.mark.parametrize("name, crop, classes", [("bvlc_alexnet_deploy_gradients.prototxt", 227, 1000),
@@ -239,18 +292,41 @@ def test_backward_from_fc8_reaches_the_data_of_the_demo_deploy(rng):
     assert np.abs(net.blobs["data"].diff).max() > 0
 
 
-def test_committed_notebooks_are_generated_and_stripped():
-    assert make_notebooks.stale_notebooks() == [], "run `python -m q3_visualize_break.make_notebooks --write`"
+HOMEWORK_CODE = {  # what each notebook must show as code: the completed "missing code" of the exercise
+    "class-model-visualizations.ipynb": ("class_score", "input_gradient", "ascent_step", "class_model_visualization"),
+    "saliency-maps.ipynb": ("class_score", "input_gradient", "saliency_map"),
+    "breaking-convnets.ipynb": ("cross_entropy", "input_gradient", "fooling_step", "fooling_image", "pgd_attack"),
+}
+
+
+def test_committed_notebooks_are_their_scripts_within_the_size_budget():
+    assert run_notebooks.stale_notebooks() == [], "python -m q3_visualize_break.run_notebooks --model demo --commit"
     for name in run_notebooks.NOTEBOOKS:
-        nb = nbformat.read(REPO / "q3_visualize_break" / name, as_version=4)
+        path = REPO / "q3_visualize_break" / name
+        assert path.stat().st_size <= run_notebooks.SIZE_BUDGET, name
+        nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(c.outputs == [] and c.execution_count is None for c in code), name
         params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and 'os.environ.get("Q3_MODEL", "auto")' in params[0].source, name
         assert any(c.cell_type == "markdown" and "arxiv.org" in c.source for c in nb.cells), name
+        shown = "".join(c.source for c in code if "show_source(" in c.source)
+        assert all(f in shown for f in HOMEWORK_CODE[name]), name
+        assert any(c.cell_type == "markdown" and "l2_decay" in c.source and "$$" in c.source for c in nb.cells) \
+            or name == "saliency-maps.ipynb", name  # the update rule, derived
 
 
+def test_notebook_scripts_fail_the_check_when_they_drift(tmp_path, monkeypatch):
+    for name in run_notebooks.NOTEBOOKS:
+        (tmp_path / name).write_text((REPO / "q3_visualize_break" / name).read_text())
+    assert run_notebooks.stale_notebooks(tmp_path) == []
+    nb = nbformat.read(tmp_path / "saliency-maps.ipynb", as_version=4)
+    nb.cells[1].source += "\nIMAGES = 4"
+    nbformat.write(nb, tmp_path / "saliency-maps.ipynb")
+    assert run_notebooks.stale_notebooks(tmp_path) == [tmp_path / "saliency-maps.ipynb"]
+
+
+@pytest.mark.slow
 def test_notebooks_execute_end_to_end_on_a_tiny_model(tiny_card, tmp_path):
     out = tmp_path / "q3"
     executed = run_notebooks.run_notebooks(out=out, model=str(tiny_card), fast=True)
@@ -262,12 +338,15 @@ def test_notebooks_execute_end_to_end_on_a_tiny_model(tiny_card, tmp_path):
         text = "".join(o.get("text", "") for c in code for o in c.outputs)
         assert "model: tiny on CPU" in text and f"python: {sys.executable}" in text, path.name
         assert any(o.output_type == "display_data" and "image/png" in o.data for c in code for o in c.outputs)
+        shown = "".join(o.data.get("text/markdown", "") for c in code for o in c.outputs if "data" in o)
+        assert "net.backward()" in shown and "def input_gradient" in shown, path.name  # the homework code itself
     for figure in ("class-model-visualizations", "class-model-history", "saliency-maps", "saliency-two-classes",
-                   "fooling-images", "fooling-history"):
+                   "saliency-sanity", "fooling-images", "fooling-history"):
         assert (out / f"{figure}.png").stat().st_size > 1000, figure
     assert (out / "fooling-evaluation.md").exists() and (out / "fooling-evaluation.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_names_itself_and_the_cell(tmp_path):
     with pytest.raises(run_notebooks.NotebookError) as e:
         run_notebooks.run_notebooks(out=tmp_path, model=str(tmp_path / "missing.json"), fast=True,
@@ -306,7 +385,7 @@ def test_net_without_force_backward_or_with_softmax_is_refused(tmp_path):
     net = caffe.Net(str(no_force), caffe.TEST)
     with pytest.raises(ValueError, match="lacks `force_backward: true`"):
         saliency_map(net, np.zeros((3, 99, 99)), 0)
-    from q2_wikiart_finetune.alexnet import deploy
+    from tools.alexnet import deploy
 
     softmax = deploy(num_classes=3, width=0.05, crop=67, batch_size=1, force_backward=True)
     net = caffe.Net(str(write_prototxt(tmp_path / "softmax.prototxt", softmax)), caffe.TEST)
@@ -319,46 +398,49 @@ def test_missing_or_mismatched_weights_and_bad_cards(tiny_card, tmp_path, monkey
     missing = tmp_path / "missing.json"
     missing.write_text(json.dumps(card | {"weights": str(tmp_path / "nope.caffemodel")}))
     with pytest.raises(FileNotFoundError, match="nope.caffemodel"):
-        models.load_model(str(missing))
+        loading.load_model(str(missing))
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps(card | {"width": 0.1}))
     with pytest.raises(ValueError, match="width/crop/classes"):
-        models.load_model(str(wider))
+        loading.load_model(str(wider))
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({k: v for k, v in card.items() if k != "mean_value"}))
     with pytest.raises(ValueError, match="lacks mean_value"):
-        models.load_model(str(broken))
+        loading.load_model(str(broken))
     with pytest.raises(ValueError, match="unknown model 'alexnet'"):
-        models.load_model("alexnet")
+        loading.load_model("alexnet")
 
-    monkeypatch.setattr(models, "BVLC_WEIGHTS", tmp_path / "bvlc_alexnet.caffemodel")
+    monkeypatch.setattr(loading, "BVLC_WEIGHTS", tmp_path / "bvlc_alexnet.caffemodel")
     monkeypatch.setattr(paths, "RESULTS", tmp_path / "results")
     with pytest.raises(FileNotFoundError, match="download_model bvlc_alexnet"):
-        models.load_model("bvlc_alexnet")
+        loading.load_model("bvlc_alexnet")
     with pytest.raises(FileNotFoundError, match="make demo"):
-        models.load_model("demo")
+        loading.load_model("demo")
     with pytest.raises(FileNotFoundError, match=r"no model for Q3.*download_model bvlc_alexnet.*make demo"):
-        models.load_model("auto")
+        loading.load_model("auto")
 
 
 def test_gpu_on_a_cpu_build_is_refused():
     if paths.is_gpu_build():
         pytest.skip("this Caffe is a CUDA build")
-    with pytest.raises(ValueError, match="CPU-only build.*CAFFE_GPU=1"):
-        models.select_device("0")
-    with pytest.raises(ValueError, match="not a device id"):
-        models.select_device("cuda")
-    assert models.select_device("") == "CPU"
+    with pytest.raises(device.DeviceError, match="CPU-only Caffe build.*CAFFE_GPU=1"):
+        device.select("0")
+    with pytest.raises(device.DeviceError, match="not a device id"):
+        device.select("cuda")
+    assert device.select("") == "CPU" and device.gpu_ids(" 1, 0 ") == [1, 0] and device.gpu_ids("-1") == []
+    with pytest.raises(ValueError, match="CPU-only Caffe build"):
+        run_notebooks.run_notebooks(gpu="0", only=["saliency-maps"])
 
 
-@pytest.mark.parametrize("module", ["models", "make_notebooks", "run_notebooks"])
+@pytest.mark.parametrize("module", ["deploys", "loading", "run_notebooks"])
 def test_clis_have_help(module):
     out = subprocess.run([sys.executable, "-m", f"q3_visualize_break.{module}", "--help"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0 and "usage: python -m q3_visualize_break." in out.stdout
 
 
-def test_models_cli_check_passes_on_the_committed_deploys():
-    out = subprocess.run([sys.executable, "-m", "q3_visualize_break.models", "--check"], cwd=REPO,
+@pytest.mark.parametrize("module", ["deploys", "run_notebooks"])
+def test_cli_check_passes_on_the_committed_files(module):
+    out = subprocess.run([sys.executable, "-m", f"q3_visualize_break.{module}", "--check"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -24,7 +24,7 @@ from real_formats.bvlc_alexnet import LEGACY_SHAPES, write_v1_alexnet
 from q2_wikiart_finetune import experiment, predict
 from q2_wikiart_finetune import task as tasks
 from q2_wikiart_finetune.wikiart_index import STYLES
-from q3_visualize_break import models, run_notebooks
+from q3_visualize_break import loading, run_notebooks
 from tools import weights
 from tools.weights import StoredShape, WeightsMismatch
 
@@ -80,10 +80,10 @@ def test_q2_accepts_the_real_weights_format(bvlc_v1, capsys):
 
 
 def test_q3_loads_the_real_weights_format(bvlc_v1, ilsvrc_data, monkeypatch):
-    monkeypatch.setenv(models.WEIGHTS_ENV, str(bvlc_v1))
-    monkeypatch.setattr(models, "SYNSET_WORDS", ilsvrc_data / "ilsvrc12/synset_words.txt")
-    monkeypatch.setattr(models, "IMAGENET_MEAN", ilsvrc_data / "ilsvrc12/imagenet_mean.npy")
-    model = models.load_model("bvlc_alexnet")
+    monkeypatch.setenv(loading.WEIGHTS_ENV, str(bvlc_v1))
+    monkeypatch.setattr(loading, "SYNSET_WORDS", ilsvrc_data / "ilsvrc12/synset_words.txt")
+    monkeypatch.setattr(loading, "IMAGENET_MEAN", ilsvrc_data / "ilsvrc12/imagenet_mean.npy")
+    model = loading.load_model("bvlc_alexnet")
     assert model.weights == bvlc_v1 and model.class_index("dalmatian") == 251 and model.label(281) == "tabby"
     assert model.net.blobs["data"].data.shape == (1, 3, 227, 227)
     np.testing.assert_array_equal(model.net.params["fc8"][0].data, weights.layer_params(bvlc_v1, "fc8")[0][0, 0])
@@ -98,6 +98,7 @@ def deploy_keeping_fc8(tmp_path, num_classes=10):
     return path
 
 
+@pytest.mark.slow
 def test_a_resized_layer_is_explained_and_caffe_agrees(bvlc_v1, tmp_path):
     deploy = deploy_keeping_fc8(tmp_path)
     net = caffe.Net(str(deploy), caffe.TEST)
@@ -157,9 +158,10 @@ def test_predict_takes_the_legacy_mean_file(ilsvrc_data):
 # ---- Q3's notebooks on BVLC AlexNet -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_q3_notebooks_run_on_the_real_weights_format(bvlc_v1, ilsvrc_data, tmp_path, monkeypatch):
     monkeypatch.setenv("TOOLKIT_DATA", str(ilsvrc_data))  # the kernel's tools.paths.DATA
-    monkeypatch.delenv(models.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(loading.WEIGHTS_ENV, raising=False)
     out = tmp_path / "q3"
     executed = run_notebooks.run_notebooks(out=out, model="bvlc_alexnet", fast=True, weights=bvlc_v1)
     assert [p.name for p in executed] == list(run_notebooks.NOTEBOOKS)
@@ -181,6 +183,7 @@ def readme_command(prefix: str) -> list[str]:
     raise AssertionError(f"README.md shows no command starting with {prefix!r}")
 
 
+@pytest.mark.slow
 def test_readme_predict_command_on_a_downloaded_wikiart_layout(bvlc_v1, ilsvrc_data, tmp_path):
     """download_wikiart.py writes val.txt with paths relative to images/; the README's command must work."""
     cmd = readme_command(".venv/bin/python -m q2_wikiart_finetune.predict")

@@ -69,6 +69,7 @@ def build_sandbox(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_failed_source_fetch_is_one_clear_line(build_sandbox):
     out = run_build(build_sandbox, {"DEBIAN_MIRROR": "http://127.0.0.1:9/debian"})
     assert out.returncode != 0
@@ -77,6 +78,7 @@ def test_failed_source_fetch_is_one_clear_line(build_sandbox):
     assert "log:" in fail[0] and not (build_sandbox / "prefix").exists()
 
 
+@pytest.mark.slow
 def test_failed_patch_stops_before_anything_is_installed(build_sandbox):
     real_src = Path(os.environ.get("CAFFE_CACHE", Path.home() / ".cache/caffe-toolkit")) / "src"
     if not any(real_src.glob("*.dsc")):
@@ -105,3 +107,101 @@ def test_gpu_build_has_its_own_key_and_recipe():
     assert "-DUSE_NCCL=ON" in flags
     for p in (SETUP / "patches-cuda").glob("*.patch"):
         assert p.read_text().startswith("Why:"), p.name
+
+
+# ---- releases: per-release package lists, Ubuntu advice (fake /etc/os-release through OS_RELEASE) ----
+
+def os_release(tmp_path, **fields):
+    path = tmp_path / "os-release"
+    path.write_text("".join(f'{k}="{v}"\n' for k, v in fields.items()))
+    return path
+
+
+def in_common(script, os_release_path, **env):
+    return subprocess.run(["bash", "-c", f"source {SETUP}/common.sh; {script}"], capture_output=True, text=True,
+                          env={**os.environ, "OS_RELEASE": str(os_release_path), **env})
+
+
+BOOKWORM = dict(ID="debian", VERSION_ID="12", VERSION_CODENAME="bookworm")
+TRIXIE = dict(ID="debian", VERSION_ID="13", VERSION_CODENAME="trixie")
+NOBLE = dict(ID="ubuntu", ID_LIKE="debian", VERSION_ID="24.04", VERSION_CODENAME="noble")
+JAMMY = dict(ID="ubuntu", ID_LIKE="debian", VERSION_ID="22.04", VERSION_CODENAME="jammy")
+MINT = dict(ID="linuxmint", ID_LIKE="ubuntu debian", VERSION_ID="22", VERSION_CODENAME="wilma")
+
+
+@pytest.mark.parametrize("fields, extra", [
+    (BOOKWORM, ["debian-packages-bookworm.txt"]),
+    (TRIXIE, ["debian-packages-trixie.txt"]),
+    (dict(ID="debian", VERSION_CODENAME="forky"), []),  # a release without a list of its own: the common one
+    (NOBLE, ["debian-packages-ubuntu.txt"]),
+    (MINT, ["debian-packages-ubuntu.txt"]),
+])
+def test_package_lists_follow_the_release(tmp_path, fields, extra):
+    out = in_common("debian_package_lists", os_release(tmp_path, **fields))
+    assert out.returncode == 0, out.stderr
+    assert [Path(p).name for p in out.stdout.split()] == ["debian-packages.txt", *extra]
+    assert all(Path(p).is_file() for p in out.stdout.split())
+
+
+def test_release_lists_name_packages_and_bring_the_system_python():
+    for release in ("bookworm", "trixie", "ubuntu"):
+        lines = (SETUP / f"debian-packages-{release}.txt").read_text().splitlines()
+        names = [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+        assert all(re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", n) for n in names), names
+        assert {"python3-dev", "python3-venv"} <= set(names), release  # venv module, Python.h, libpython.so
+
+
+@pytest.mark.parametrize("fields", [NOBLE, JAMMY, MINT])
+def test_setup_on_ubuntu_prints_advice_instead_of_failing_at_the_fetch(tmp_path, fields):
+    env = {k: v for k, v in os.environ.items() if k not in ("CAFFE_ROOT", "DEBIAN_MIRROR")}
+    out = subprocess.run(["bash", str(SETUP / "setup.sh")], capture_output=True, text=True, cwd=REPO,
+                         env={**env, "OS_RELEASE": str(os_release(tmp_path, **fields)),
+                              "CAFFE_CACHE": str(tmp_path / "cache"), "VENV": str(tmp_path / "venv")})
+    assert out.returncode != 0
+    assert f"This is Ubuntu {fields['VERSION_ID']}" in out.stdout
+    for advice in ("DEBIAN_MIRROR=", "CAFFE_ROOT=", "24.04", "22.04", "NOT TESTED", "debian-chroot.sh"):
+        assert advice in out.stdout, advice
+    fail = [ln for ln in out.stderr.splitlines() if "FAILED" in ln]
+    assert len(fail) == 1 and "Ubuntu" in fail[0] and "Fix:" in fail[0]
+    assert "Debian packages" not in out.stdout, "nothing is installed before the user chooses"
+    assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize("chosen, said", [({"DEBIAN_MIRROR": "http://127.0.0.1:9/debian"}, "from DEBIAN_MIRROR"),
+                                          ({"CAFFE_ROOT": "/opt/caffe"}, "using CAFFE_ROOT=/opt/caffe")])
+def test_ubuntu_with_a_choice_goes_on(tmp_path, chosen, said):
+    out = in_common("ubuntu_advice && echo went-on", os_release(tmp_path, **NOBLE), **chosen)
+    assert out.returncode == 0, out.stderr
+    assert said in out.stdout and "not tested" in out.stdout and out.stdout.rstrip().endswith("went-on")
+
+
+@pytest.mark.parametrize("fields", [BOOKWORM, TRIXIE])
+def test_debian_gets_no_ubuntu_advice(tmp_path, fields):
+    out = in_common("ubuntu_advice && echo went-on", os_release(tmp_path, **fields))
+    assert out.returncode == 0 and out.stdout == "went-on\n", out.stdout + out.stderr
+
+
+def test_too_old_python_is_one_clear_line(tmp_path):
+    fake = tmp_path / "python3.10"  # answers the version check as Python 3.10 would
+    fake.write_text("#!/bin/sh\ncase \"$*\" in *version_info\\ \\<*) exit 1;; *) echo 3.10;; esac\n")
+    fake.chmod(0o755)
+    script = f"""source {SETUP}/common.sh
+        PYTHON={fake}
+        eval "$(sed -n '/^make_venv()/,/^}}/p' {SETUP}/setup.sh)"
+        make_venv"""
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "CAFFE_CACHE": str(tmp_path), "VENV": str(tmp_path / "venv")})
+    assert out.returncode != 0
+    fail = [ln for ln in out.stderr.splitlines() if "FAILED" in ln]
+    assert len(fail) == 1 and "Python 3.10 is too old" in fail[0] and "3.11" in fail[0], out.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_portability_script_refuses_unknown_releases_before_doing_anything(tmp_path):
+    script = REPO / "tools/portability/debian-chroot.sh"
+    env = {**os.environ, "PORTABILITY_ROOTS": str(tmp_path / "roots")}
+    bad = subprocess.run(["bash", str(script), "Not-A-Release"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+    unknown = subprocess.run(["bash", str(script), "nosuchrelease"], capture_output=True, text=True, env=env)
+    assert unknown.returncode != 0 and "FAILED" in unknown.stderr
+    assert not (tmp_path / "roots").exists()

@@ -53,6 +53,7 @@ def two_test_solver(tmp_path, small_lmdb):
     return solver_for(tmp_path, net, max_iter=60)
 
 
+@pytest.mark.slow
 def test_parse_log_two_test_nets_and_outputs(tmp_path, two_test_solver):
     result = caffe_runner.train(two_test_solver, tmp_path / "train.log", progress=False)
     assert result.final_iter == 60 and not result.already_done
@@ -95,6 +96,7 @@ def test_parse_log_known_answer_across_new_year():
     assert log.tests == [[{"NumIters": 10, "Seconds": 1.5, "LearningRate": 0.01, "accuracy": 0.25}]]
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     net = two_test_net(small_lmdb / "train_lmdb", small_lmdb / "test_lmdb", tmp_path / "net.prototxt")
     solver = solver_for(tmp_path, net, max_iter=400, test_interval=100)
@@ -126,6 +128,7 @@ def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     assert again.already_done and again.final_iter == 400
 
 
+@pytest.mark.slow
 def test_caffe_test_scores_a_snapshot_per_stage(tmp_path, two_test_solver):
     caffe_runner.train(two_test_solver, tmp_path / "train.log", progress=False)
     weights = tmp_path / "snap_iter_60.caffemodel"
@@ -207,11 +210,17 @@ def test_mean_binaryproto_and_npy_agree_with_numpy(tmp_path, rng):
 
 
 def test_mean_of_a_missing_lmdb_is_a_clear_error(tmp_path):
-    with pytest.raises(RuntimeError, match="compute_image_mean failed on .*nowhere"):
+    with pytest.raises(lmdb_io.LmdbError, match="no LMDB at .*nowhere"):
         lmdb_io.compute_mean(tmp_path / "nowhere", tmp_path / "m.binaryproto")
     assert not (tmp_path / "m.binaryproto").exists()
+    (tmp_path / "empty").mkdir()  # an LMDB folder without records: compute_image_mean's own error
+    lmdb_io.write_arrays(tmp_path / "empty", np.zeros((0, 1, 2, 2), np.uint8), [])
+    with pytest.raises(RuntimeError, match="compute_image_mean failed on .*empty"):
+        lmdb_io.compute_mean(tmp_path / "empty", tmp_path / "m.binaryproto")
+    assert not (tmp_path / "m.binaryproto").exists() and not list(tmp_path.glob(".m.binaryproto*"))
 
 
+@pytest.mark.slow
 def test_plot_runs_png_and_csv(tmp_path, two_test_solver):
     caffe_runner.train(two_test_solver, tmp_path / "a.log", progress=False)
     log = parse_log(tmp_path / "a.log")
@@ -225,6 +234,7 @@ def test_plot_runs_png_and_csv(tmp_path, two_test_solver):
         plot_runs({"a": log}, "top5", tmp_path / "x.png")
 
 
+@pytest.mark.slow
 def test_cli_plot_log_and_parse_log(tmp_path, two_test_solver):
     caffe_runner.train(two_test_solver, tmp_path / "run.log", progress=False)
     env = {**os.environ, "MPLBACKEND": "Agg"}
@@ -250,3 +260,46 @@ def test_draw_net(tmp_path, two_test_solver):
 def test_cli_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0 and "usage:" in out.stdout
+
+
+def test_write_if_changed_keeps_the_date_of_an_unchanged_file(tmp_path):
+    from tools.fileio import write_if_changed
+
+    path = tmp_path / "sub" / "a.prototxt"
+    assert write_if_changed(path, "x: 1\n") and path.read_text() == "x: 1\n"
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert not write_if_changed(path, "x: 1\n") and path.stat().st_mtime_ns == 1_000_000_000
+    assert write_if_changed(path, "x: 2\n") and path.read_text() == "x: 2\n"
+    assert path.stat().st_mtime_ns != 1_000_000_000
+
+
+def test_exit_on_ends_expected_failures_in_one_line(tmp_path):
+    import errno
+
+    from tools.cli import exit_on
+
+    with pytest.raises(SystemExit, match=r"^error: bad --max-iter$"), exit_on(ValueError):
+        raise ValueError("bad --max-iter")
+    full = r"^error: .*/out\.log: No space left on device \(errno 28\)\. Fix: free space"
+    with pytest.raises(SystemExit, match=full), exit_on():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.log"))
+    with pytest.raises(SystemExit, match=r"^error: no Caffe\. Fix: make setup$"), exit_on():
+        raise paths.SetupError("no Caffe. Fix: make setup")
+    with pytest.raises(KeyError), exit_on(ValueError):  # the unexpected is not hidden
+        raise KeyError("bug")
+
+
+def test_plot_shows_every_test_point_including_the_first(tmp_path):
+    from tools.parse_log import Log
+
+    train = [{"NumIters": i, "Seconds": i, "LearningRate": 0.01, "loss": 9.0 if i == 0 else 0.5}
+             for i in range(0, 101, 10)]
+    test = [{"NumIters": i, "Seconds": i, "LearningRate": 0.01, "loss": 2.3 if i == 0 else 0.6 + i / 1000}
+            for i in range(0, 101, 2)]
+    log = Log(train=train, tests=[test])
+    from tools.plot_log import _focus, curves
+
+    lo, hi = _focus(curves({"a": log}, "loss"))
+    assert lo < 0.6 and hi > 2.3, "the whole validation curve, from its first point"
+    assert hi < 9.0, "the first training points do not flatten the figure"
+    assert plot_runs({"a": log}, "loss", tmp_path / "f.png").exists()

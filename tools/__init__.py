@@ -1,8 +1,3 @@
-"""The toolkit's shared machinery: one module per concept (running Caffe, logs, plots, data, downloads)."""
-
-import os
-
-# pycaffe logs every layer it sets up at INFO level; keep warnings and errors only, unless the user
-# asks for more. glog reads this once, when pycaffe loads, so it is set before anything imports caffe
-# (each q-package imports `tools` first). The `caffe` binary's runner sets its own level.
-os.environ.setdefault("GLOG_minloglevel", "2")
+"""The toolkit's shared machinery: one module per concept (running Caffe, logs, plots, data, downloads,
+AlexNet, command-line errors). Importing it does nothing else: entry points (demo.py, each module's
+`main`) quiet pycaffe's set-up log themselves, before caffe loads (GLOG_minloglevel)."""

@@ -1,12 +1,13 @@
 """Image classification datasets as uint8 arrays in Caffe's layout (N, C, H, W; BGR for colour).
 
-    ds = load("fashion-mnist")           # or "cifar10" (from its downloaded archive)
+    ds = load_fashion_mnist()                        # or load_cifar10("path/to/cifar-10-python.tar.gz")
     ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, ds.classes
     idx = stratified_subset(ds.train_labels, per_class=100, seed=0)
 
 Fashion-MNIST ships in the Debian package `dataset-fashion-mnist` (real data that works offline);
-CIFAR-10 comes from its official python archive, downloaded (q1_dropout_augment/data.py) or the user's
-own (--archive), checked field by field as it is read.
+CIFAR-10 comes from its official python archive, read from a path: q1_dropout_augment.data chooses the
+dataset by name (its `load`), downloads the archive or takes the user's own (--archive); the archive is
+checked field by field as it is read.
 """
 
 import gzip

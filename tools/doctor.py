@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from tools import paths
 
@@ -23,7 +24,28 @@ def check(required, name, ok, detail, fix=""):
     return ok or not required
 
 
+def python_command() -> str:
+    """This interpreter as a command to type from the clone's root: `.venv/bin/python` for the toolkit's
+    environment (the system Python has no pycaffe), else its full path."""
+    exe = Path(sys.executable)
+    try:
+        return exe.relative_to(paths.REPO).as_posix()
+    except ValueError:
+        return str(exe)
+
+
+def build_line(info: dict, gpu: bool) -> str:
+    """"CPU only" or "GPU (CUDA)", the build variant when it says more (e.g. gpu-sm90), and when it was built."""
+    line = "GPU (CUDA)" if gpu else "CPU only"
+    variant = info.get("variant", "")
+    if variant and variant.lower() not in ("cpu", "gpu"):
+        line += f", variant {variant}"
+    return line + f"; built {info.get('built', '?')}"
+
+
 def main() -> int:
+    os.environ.setdefault("GLOG_minloglevel", "2")  # before caffe loads: no per-layer set-up log
+    py = python_command()
     good = True
     print("Caffe")
     try:
@@ -34,8 +56,7 @@ def main() -> int:
                       "make setup")
         info = paths.build_info()
         good &= check(True, "install", True, str(prefix))
-        build = "GPU (CUDA)" if paths.is_gpu_build() else "CPU only"
-        check(False, "build", True, f"{build}; {info.get('variant', '')}; built {info.get('built', '?')}")
+        check(False, "build", True, build_line(info, paths.is_gpu_build()))
         flags = info.get("cmake_flags", "")
         blas = next((f.split("=", 1)[1] for f in flags.split() if f.startswith("-DBLAS=")), "unknown")
         threads = os.environ.get("OPENBLAS_NUM_THREADS", f"all {os.cpu_count()} cores")
@@ -87,10 +108,10 @@ def main() -> int:
     good &= check(True, "Fashion-MNIST", fm, FASHION_MNIST, "apt-get install dataset-fashion-mnist (make setup does)")
     optional = [
         ("CIFAR-10", paths.DATA / "cifar10" / "cifar-10-python.tar.gz", "make q1 DATASET=cifar10 (downloads it)"),
-        ("WikiArt images", paths.DATA / "wikiart" / "train.txt", "python q2_wikiart_finetune/download_wikiart.py"),
-        ("ImageNet mean", paths.DATA / "ilsvrc12" / "imagenet_mean.binaryproto", "python -m tools.get_ilsvrc_aux"),
+        ("WikiArt images", paths.DATA / "wikiart" / "train.txt", f"{py} q2_wikiart_finetune/download_wikiart.py"),
+        ("ImageNet mean", paths.DATA / "ilsvrc12" / "imagenet_mean.binaryproto", f"{py} -m tools.get_ilsvrc_aux"),
         ("AlexNet weights", paths.MODELS / "bvlc_alexnet" / "bvlc_alexnet.caffemodel",
-         "python -m tools.download_model bvlc_alexnet"),
+         f"{py} -m tools.download_model bvlc_alexnet"),
     ]
     for name, path, fix in optional:
         check(False, name, path.exists(), str(path.relative_to(paths.REPO)) if path.exists() else "not present", fix)

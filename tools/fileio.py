@@ -1,4 +1,5 @@
-"""Atomic writes: a reader never sees half a file, and a failed write leaves the old file alone."""
+"""Atomic writes: a reader never sees half a file, and a failed write leaves the old file alone.
+`write_if_changed` leaves a file with the same text untouched, so its date says when it last changed."""
 
 import contextlib
 import os
@@ -40,7 +41,51 @@ def write_text(path, text: str) -> Path:
     return Path(path)
 
 
+def write_if_changed(path, text: str) -> bool:
+    """Write `text` to `path` atomically unless the file already holds exactly that text (its date is
+    kept: generated prototxts and model cards whose date tells readers they changed). Returns whether
+    it wrote."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_text(path, text)
+    return True
+
+
 def write_bytes(path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def move_aside(path, tag: str) -> Path:
+    """Rename `path` (a file or folder) to `<name>.<tag>` beside it, or `<name>.<tag>.2`, ... if that is
+    taken, and return the new path. Never overwrites: what is moved aside is kept for the user to look at."""
+    path = Path(path)
+    for n in range(1, 10_000):
+        target = path.with_name(f"{path.name}.{tag}" + (f".{n}" if n > 1 else ""))
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            # link + unlink for files so that a target created meanwhile is not replaced; a folder cannot be
+            # hard-linked, and os.rename onto an existing non-empty folder fails anyway
+            if path.is_dir():
+                os.rename(path, target)
+            else:
+                try:
+                    os.link(path, target)
+                except FileExistsError:
+                    raise
+                except OSError:  # a file system without hard links
+                    if target.exists():
+                        continue
+                    os.rename(path, target)
+                    return target
+                os.unlink(path)
+            return target
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot find a free name to move {path} aside")

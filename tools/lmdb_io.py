@@ -6,19 +6,35 @@
 
 Keys are zero-padded indices, so LMDB's byte order is the write order (what a `Data` layer reads).
 Images are CHW uint8 in Caffe's channel order (BGR for colour, as `convert_imageset` stores them).
-An LMDB is written beside its final path and renamed into place, so a crash leaves no half database.
+An LMDB is written beside its final path under a name unique to the writing process and renamed into
+place, so a crash leaves no half database and two writers never delete each other's data.
+
+Each LMDB written here carries `manifest.json` (entries, label counts, the size and SHA-256 of
+data.mdb, and what the caller says it was made from); `check()` verifies it, and catches a truncated
+data.mdb from LMDB's own page count, before Caffe maps the file and dies of SIGBUS.
 """
 
+import hashlib
 import io
+import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import lmdb
 import numpy as np
 
 from tools import paths
+from tools.fileio import _UMASK, atomic_path, write_text
 from tools.weights import blob_array
+
+MANIFEST = "manifest.json"
+
+
+class LmdbError(ValueError):
+    """An LMDB is missing, truncated, or not what its manifest says; the message names it and the fix."""
 
 KEY_FORMAT = "{:08d}"
 INITIAL_MAP_SIZE = 1 << 26  # grows by doubling when full
@@ -48,38 +64,90 @@ def encoded_datum(encoded: bytes, label: int):
     return d
 
 
-def _write(path, datums, count: int) -> Path:
-    """Write `count` datums into a fresh LMDB at `path` (atomically, growing the map as needed)."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _remove_stale(path: Path):
+    """Temporary folders of `path` left by writers that died (their PID is in the name); a live writer's
+    are left alone."""
+    for old in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = old.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write(path, datums, count: int, *, num_classes=None, source=None) -> Path:
+    """Write `count` datums into a fresh LMDB at `path` (atomically, growing the map as needed), with its
+    manifest. `num_classes` refuses labels outside [0, num_classes) before anything is written over."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=True, lock=True)
-    batch, index = [], 0
+    _remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; give what a plain mkdir would
+        env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=True, lock=True)
+        batch, index, labels = [], 0, {}
 
-    def flush():
-        while True:
-            try:
-                with env.begin(write=True) as txn:
-                    for key, value in batch:
-                        txn.put(key, value)
-                return
-            except lmdb.MapFullError:
-                env.set_mapsize(env.info()["map_size"] * 2)
+        def flush():
+            while True:
+                try:
+                    with env.begin(write=True) as txn:
+                        for key, value in batch:
+                            txn.put(key, value)
+                    return
+                except lmdb.MapFullError:
+                    env.set_mapsize(env.info()["map_size"] * 2)
 
-    for datum in datums:
-        batch.append((KEY_FORMAT.format(index).encode(), datum.SerializeToString()))
-        index += 1
-        if len(batch) == 1000:
+        try:
+            for datum in datums:
+                label = int(datum.label)
+                if num_classes is not None and not 0 <= label < num_classes:
+                    raise LmdbError(f"{path}: record {index} has label {label}, outside 0..{num_classes - 1} "
+                                    f"({num_classes} classes). Fix: labels are class indices counted from 0")
+                labels[label] = labels.get(label, 0) + 1
+                batch.append((KEY_FORMAT.format(index).encode(), datum.SerializeToString()))
+                index += 1
+                if len(batch) == 1000:
+                    flush()
+                    batch = []
             flush()
-            batch = []
-    flush()
-    env.close()
-    if index != count:
+        except lmdb.Error as e:  # e.g. the disk is full: say where, as an OSError does
+            raise OSError(None, f"LMDB write failed: {e}", str(path)) from None
+        finally:
+            env.close()
+        if index != count:
+            raise ValueError(f"{path}: wrote {index} records, expected {count}")
+        data = tmp / "data.mdb"
+        manifest = {"entries": index, "labels": {str(k): v for k, v in sorted(labels.items())},
+                    "data_size": data.stat().st_size, "sha256": _sha256(data), "source": source or {}}
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        if path.exists():
+            # move the old database out of the way under a name of our own, then drop it: the new one is
+            # complete and in place before anything is removed
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+            os.rename(path, old / "db")
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError(f"{path}: wrote {index} records, expected {count}")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+        raise
     return path
 
 
@@ -87,18 +155,20 @@ def _order(n: int, shuffle_seed) -> np.ndarray:
     return np.arange(n) if shuffle_seed is None else np.random.RandomState(shuffle_seed).permutation(n)
 
 
-def write_arrays(path, images: np.ndarray, labels, shuffle_seed=None) -> Path:
-    """uint8 images (N, C, H, W) and labels into an LMDB; `shuffle_seed` shuffles the record order."""
+def write_arrays(path, images: np.ndarray, labels, shuffle_seed=None, *, num_classes=None, source=None) -> Path:
+    """uint8 images (N, C, H, W) and labels into an LMDB; `shuffle_seed` shuffles the record order.
+    `num_classes` checks the labels; `source` (a dict) goes into the manifest."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     order = _order(len(images), shuffle_seed)
-    return _write(path, (array_datum(images[i], labels[i]) for i in order), len(order))
+    return _write(path, (array_datum(images[i], labels[i]) for i in order), len(order), num_classes=num_classes,
+                  source=source)
 
 
-def write_encoded(path, files_or_bytes, labels, shuffle_seed=None) -> Path:
+def write_encoded(path, files_or_bytes, labels, shuffle_seed=None, *, num_classes=None, source=None) -> Path:
     """Encoded images (file paths or bytes) and labels into an LMDB of encoded Datums."""
     items, labels = list(files_or_bytes), list(labels)
     if len(items) != len(labels):
@@ -110,10 +180,10 @@ def write_encoded(path, files_or_bytes, labels, shuffle_seed=None) -> Path:
             data = items[i] if isinstance(items[i], bytes) else Path(items[i]).read_bytes()
             yield encoded_datum(data, labels[i])
 
-    return _write(path, datums(), len(order))
+    return _write(path, datums(), len(order), num_classes=num_classes, source=source)
 
 
-def write_features(path, features: np.ndarray, labels) -> Path:
+def write_features(path, features: np.ndarray, labels, *, num_classes=None, source=None) -> Path:
     """Float feature vectors (N, D) as D x 1 x 1 float Datums, which a `Data` layer reads as (batch, D, 1, 1)."""
     features = np.asarray(features, np.float32)
     pb2 = _caffe_pb2()
@@ -126,7 +196,7 @@ def write_features(path, features: np.ndarray, labels) -> Path:
             d.label = int(label)
             yield d
 
-    return _write(path, datums(), len(features))
+    return _write(path, datums(), len(features), num_classes=num_classes, source=source)
 
 
 def decode_datum(datum) -> np.ndarray:
@@ -146,8 +216,7 @@ def decode_datum(datum) -> np.ndarray:
 def read_lmdb(path):
     """Yield (image CHW, label) in key order."""
     path = Path(path)
-    if not (path / "data.mdb").exists():
-        raise FileNotFoundError(f"no LMDB at {path} (expected {path}/data.mdb)")
+    check_pages(path)
     pb2 = _caffe_pb2()
     env = lmdb.open(str(path), readonly=True, lock=False)
     try:
@@ -168,13 +237,134 @@ def count(path) -> int:
         env.close()
 
 
+def check_pages(path, fix="write it again") -> int:
+    """The entry count of the LMDB at `path`, after checking that data.mdb holds every page LMDB's own
+    header says it uses: a truncated file (a full disk, a copy cut short) would otherwise be mapped by
+    Caffe and kill it with SIGBUS when it reads past the end."""
+    path = Path(path)
+    data = path / "data.mdb"
+    if not data.is_file():
+        raise LmdbError(f"no LMDB at {path} (expected {data}). Fix: {fix}")
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False)
+    except lmdb.Error as e:
+        raise LmdbError(f"{path} is not a readable LMDB ({e}). Fix: {fix}") from None
+    try:
+        info, stat = env.info(), env.stat()
+    finally:
+        env.close()
+    needed, size = (info["last_pgno"] + 1) * stat["psize"], data.stat().st_size
+    if size < needed:
+        raise LmdbError(f"{data} is truncated: {size:,} bytes, but its pages need {needed:,}. Fix: {fix}")
+    return stat["entries"]
+
+
+def read_manifest(path) -> dict | None:
+    f = Path(path) / MANIFEST
+    try:
+        return json.loads(f.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise LmdbError(f"{f} is unreadable ({e})") from None
+
+
+def check(path, *, entries=None, source=None, num_classes=None, fingerprint=True, fix="write it again") -> dict:
+    """Verify an LMDB written by this module against its manifest before anything trusts it: every page
+    present, the entry count (and `entries`, when given), data.mdb's size and (with `fingerprint`) its
+    SHA-256, the `source` it was made from, and labels within [0, num_classes). Returns the manifest;
+    raises LmdbError naming what does not match."""
+    path = Path(path)
+    found = check_pages(path, fix)
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise LmdbError(f"{path} has no {MANIFEST}: it was not written by this toolkit's current version, "
+                        f"so its contents cannot be checked. Fix: {fix}")
+    data = path / "data.mdb"
+    problems = []
+    if found != manifest.get("entries"):
+        problems.append(f"{found} entries, its manifest says {manifest.get('entries')}")
+    if entries is not None and found != entries:
+        problems.append(f"{found} entries where {entries} are expected")
+    if data.stat().st_size != manifest.get("data_size"):
+        problems.append(f"data.mdb is {data.stat().st_size:,} bytes, its manifest says {manifest.get('data_size'):,}")
+    elif fingerprint and _sha256(data) != manifest.get("sha256"):
+        problems.append("data.mdb's SHA-256 differs from its manifest's (changed after it was written)")
+    if source is not None and manifest.get("source") != json.loads(json.dumps(source)):
+        problems.append("it was made from other inputs than these")
+    if problems:
+        raise LmdbError(f"{path}: {'; '.join(problems)}. Fix: {fix}")
+    if num_classes is not None:
+        bad = [int(k) for k in manifest.get("labels", {}) if not 0 <= int(k) < num_classes]
+        if bad:
+            raise LmdbError(f"{path} holds label {bad[0]}, outside 0..{num_classes - 1} ({num_classes} classes). "
+                            f"Fix: labels are class indices counted from 0; {fix}")
+    return manifest
+
+
+def label_counts(path) -> dict[int, int]:
+    """{label: records} of an LMDB of Datums: from its manifest when that matches data.mdb's size, else
+    read record by record (the label field only is used, but each Datum is parsed: ~1 s per 100,000)."""
+    path = Path(path)
+    check_pages(path)
+    manifest = read_manifest(path)
+    if manifest and manifest.get("data_size") == (path / "data.mdb").stat().st_size and "labels" in manifest:
+        return {int(k): v for k, v in manifest["labels"].items()}
+    pb2 = _caffe_pb2()
+    counts = {}
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            d = pb2.Datum()
+            for _, value in txn.cursor():
+                d.ParseFromString(value)
+                counts[d.label] = counts.get(d.label, 0) + 1
+    finally:
+        env.close()
+    return counts
+
+
 def read_binaryproto(path) -> np.ndarray:
-    """A BlobProto (e.g. a mean file) as an array, without its leading num axis when it is 1."""
+    """A BlobProto (e.g. a mean file) as an array, without its leading num axis when it is 1. Anything else
+    raises ValueError naming the file."""
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
     pb2 = _caffe_pb2()
     blob = pb2.BlobProto()
-    blob.ParseFromString(Path(path).read_bytes())
-    arr = blob_array(blob)
+    fix = ("Fix: give a mean image as Caffe writes it (compute_image_mean; `python -m tools.get_ilsvrc_aux` fetches "
+           "ImageNet's), or a .npy array")
+    try:
+        blob.ParseFromString(path.read_bytes())
+    except DecodeError as e:
+        raise ValueError(f"{path} is not a BlobProto (.binaryproto) file: {e}. {fix}") from None
+    try:
+        arr = blob_array(blob)
+    except ValueError:
+        arr = None
+    if arr is None or arr.size == 0:
+        raise ValueError(f"{path} is not a BlobProto (.binaryproto) file: it holds no array whose size matches its "
+                         f"shape. {fix}")
     return arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
+
+
+def read_mean(path) -> np.ndarray:
+    """A mean image from a .binaryproto (BlobProto) or .npy file, (C, H, W) or (C,); ValueError names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mean file {path} not found")
+    if path.suffix != ".npy":
+        mean = read_binaryproto(path)
+    else:
+        try:
+            mean = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path} is not a .npy array: {e}. Fix: save the mean with numpy.save, or give the "
+                             ".binaryproto compute_image_mean writes") from None
+    if mean.ndim not in (1, 3) or mean.size == 0 or not np.issubdtype(mean.dtype, np.number):
+        raise ValueError(f"{path} holds a {mean.dtype} array of shape {mean.shape}: a mean is (channels, height, "
+                         "width) or (channels,). Fix: give the mean image of the training data")
+    return mean
 
 
 def write_binaryproto(arr: np.ndarray, path) -> Path:
@@ -194,18 +384,14 @@ def write_binaryproto(arr: np.ndarray, path) -> Path:
 def compute_mean(lmdb_path, binaryproto_path) -> np.ndarray:
     """The mean image with Caffe's own `compute_image_mean`; also saved as .npy beside it for pycaffe."""
     binaryproto_path = Path(binaryproto_path)
-    binaryproto_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = binaryproto_path.with_name(f".{binaryproto_path.name}.tmp")
-    cmd = [str(paths.caffe_tool("compute_image_mean")), "-backend=lmdb", str(lmdb_path), str(tmp)]
-    proc = subprocess.run(cmd, env=paths.caffe_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        fatal = next((ln for ln in proc.stderr.splitlines() if ln.startswith("F") or "Check failed" in ln), "")
-        raise RuntimeError(f"compute_image_mean failed on {lmdb_path}: {fatal or proc.stderr[-500:]}")
-    tmp.replace(binaryproto_path)
+    check_pages(lmdb_path)  # compute_image_mean would die of SIGBUS on a truncated file
+    with atomic_path(binaryproto_path, suffix=".binaryproto") as tmp:
+        cmd = [str(paths.caffe_tool("compute_image_mean")), "-backend=lmdb", str(lmdb_path), str(tmp)]
+        proc = subprocess.run(cmd, env=paths.caffe_env(), capture_output=True, text=True)
+        if proc.returncode != 0:
+            fatal = next((ln for ln in proc.stderr.splitlines() if ln.startswith("F") or "Check failed" in ln), "")
+            raise RuntimeError(f"compute_image_mean failed on {lmdb_path}: {fatal or proc.stderr[-500:]}")
     mean = read_binaryproto(binaryproto_path)
-    from tools.fileio import atomic_path
-
     with atomic_path(binaryproto_path.with_suffix(".npy"), suffix=".npy") as t:
         np.save(t, mean)
     return mean

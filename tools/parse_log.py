@@ -8,7 +8,11 @@
 Columns follow Caffe's parse_log.py (NumIters, Seconds, LearningRate, then the net outputs), and the
 files are named like its output, so existing plotting habits carry over. Seconds count training time
 since the first line; when a run was resumed (the log holds several runs), the pause between runs is
-left out and rows the resumed run repeats replace the earlier ones.
+left out and rows the resumed run repeats replace the earlier ones, so no iteration appears twice.
+A run starts at the runner's `# toolkit:` line (found even where a killed run left its last line cut
+off, and that cut-off line is dropped) or, in logs of bare `caffe train` runs appended together, at
+Caffe's own `Solving` line. A last line without its newline is still being written, or was cut: it
+is left out too.
 """
 
 import argparse
@@ -28,6 +32,7 @@ LEARNING_RATE = re.compile(r"Iteration (\d+), lr = ([-+]?[\d.]+(?:[eE][-+]?\d+)?
 TESTING = re.compile(r"Iteration (\d+), Testing net \(#(\d+)\)")
 OUTPUT = re.compile(r"(Train|Test) net output #(\d+): (\S+) = ([-+]?(?:[\d.]+(?:[eE][-+]?\d+)?|nan|inf))")
 RUN_START = "# toolkit:"  # the runner writes this line before each caffe run it appends to a log
+SOLVING = re.compile(r"\] Solving ")  # Caffe prints it once per `caffe train`, before iteration 0 or the resume point
 
 BASE_COLUMNS = ["NumIters", "Seconds", "LearningRate"]
 
@@ -71,7 +76,10 @@ class _Clock:
 
 
 def parse_log(path) -> Log:
-    lines = Path(path).read_text(errors="replace").splitlines()
+    text = Path(path).read_text(errors="replace")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # cut off mid-line (or still being written): its numbers may be cut short too
     return parse_lines(lines)
 
 
@@ -79,6 +87,7 @@ def parse_lines(lines) -> Log:
     log, clock = Log(), _Clock()
     lr_at, last_lr = {}, None  # learning rate printed for each iteration
     iteration, test_net, run = -1, 0, 0
+    solving_seen = False  # a `Solving` line since the last run start
     table_run = {}  # id(table) -> the run its newest row came from
 
     def row_for(table, it, seconds):
@@ -93,9 +102,18 @@ def parse_lines(lines) -> Log:
         return row
 
     for line in lines:
-        if line.startswith(RUN_START):
+        if RUN_START in line:
+            # Not necessarily at the start of the line: a run killed mid-line leaves its last line without a
+            # newline, and what precedes the marker is that incomplete line, which is dropped.
             clock.new_run()
             run += 1
+            solving_seen = False
+            continue
+        if SOLVING.search(line):
+            if solving_seen:  # a second `caffe train` appended without the runner's marker
+                clock.new_run()
+                run += 1
+            solving_seen = True
             continue
         seconds = clock.tick(line)
         m = LEARNING_RATE.search(line)

@@ -1,6 +1,6 @@
 """Curves of several training runs on one figure: train faint, test bold, one colour per run.
 
-    python -m tools.plot_log a.log b.log --metric loss --out fig.png
+    .venv/bin/python -m tools.plot_log a.log b.log --metric loss --out fig.png
 
 Writes the PNG for people and `fig.csv` beside it (run, phase, NumIters, Seconds, value) for tools.
 """
@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tools.cli import exit_on  # noqa: E402
 from tools.fileio import atomic_path  # noqa: E402
 from tools.parse_log import Log, parse_log  # noqa: E402
 
@@ -78,10 +79,12 @@ def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, test_in
 
 
 def _focus(data, skip=0.05):
-    """A y range that leaves out the first iterations (a loss of 2.3 at iteration 0 would flatten the
-    part worth seeing), padded a little; the CSV keeps every point."""
+    """A y range that shows every test point, the whole curve, and leaves out only the training points
+    of the first iterations (a training loss of 2.3 at iteration 0 would flatten the part worth
+    seeing), padded a little; the CSV keeps every point."""
     last = max((max(xs) for _, _, xs, _, _ in data if xs), default=0)
-    ys = [y for _, _, xs, _, yv in data for x, y in zip(xs, yv, strict=True) if x >= skip * last]
+    ys = [y for _, phase, xs, _, yv in data for x, y in zip(xs, yv, strict=True)
+          if phase != "train" or x >= skip * last]
     if not ys:
         return 0.0, 0.0
     lo, hi = min(ys), max(ys)
@@ -113,17 +116,15 @@ def main(argv=None):
     ap.add_argument("--title")
     a = ap.parse_args(argv)
     paths = [Path(p) for p in a.logs]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise SystemExit(f"error: no such log: {', '.join(missing)}")
-    names = a.names or [p.parent.name if p.stem in ("train", "log") else p.stem for p in paths]
-    if len(names) != len(paths):
-        raise SystemExit(f"error: {len(paths)} logs but {len(names)} --names")
-    try:
+    with exit_on(ValueError):
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise ValueError(f"no such log: {', '.join(missing)}")
+        names = a.names or [p.parent.name if p.stem in ("train", "log") else p.stem for p in paths]
+        if len(names) != len(paths):
+            raise ValueError(f"{len(paths)} logs but {len(names)} --names")
         out = plot_runs({n: parse_log(p) for n, p in zip(names, paths, strict=True)}, a.metric, a.out,
                         test_nets=a.test_nets, title=a.title, train=not a.no_train)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
     print(out)
     print(out.with_suffix(".csv"))
 

@@ -34,7 +34,11 @@ fetch_source() {
   [[ -n $mirror ]] ||
     die "finding the Debian mirror" "-" "run 'apt-get update' once, or set DEBIAN_MIRROR=<your Debian mirror URL>"
   step "fetching caffe=$CAFFE_DEB_VERSION source from $mirror ($CAFFE_DEB_SUITE)"
-  echo "deb-src ${mirror%/} $CAFFE_DEB_SUITE main" >"$CAFFE_CACHE/apt/sources.list"
+  # Debian's archive keys check the source: on Debian they are trusted anyway; on Ubuntu only this way
+  # (debian-archive-keyring, from debian-packages-ubuntu.txt).
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg signed_by=
+  [[ -f $keyring ]] && signed_by="[signed-by=$keyring] "
+  echo "deb-src $signed_by${mirror%/} $CAFFE_DEB_SUITE main" >"$CAFFE_CACHE/apt/sources.list"
   local apt=(apt-get -o "Dir::Etc::SourceList=$CAFFE_CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$CAFFE_CACHE/apt/lists" -o "Dir::Cache=$CAFFE_CACHE/apt/cache"
     -o APT::Sandbox::User=root)
@@ -106,14 +110,8 @@ src=$staging/src
 
 step "unpacking and patching"
 log=$logs/patch.log
-(
-  dpkg-source -x "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc" "$src" &&
-    patches=("$here"/patches/*.patch)
-    [[ ${CAFFE_GPU:-0} == 1 ]] && patches+=("$here"/patches-cuda/*.patch)  # CUDA-only code: CPU builds skip them
-    for p in "${patches[@]}"; do
-      echo "== $p" && patch -d "$src" -p1 --forward --batch <"$p" || exit 1
-    done
-) >"$log" 2>&1 || die "unpacking/patching the Caffe source" "$log" \
+patch_set=$(caffe_patches | tr '\n' ' ')
+unpack_patched_source "$src" "$patch_set" >"$log" 2>&1 || die "unpacking/patching the Caffe source" "$log" \
   "a patch in tools/setup/patches no longer applies to caffe=$CAFFE_DEB_VERSION: refresh it"
 
 step "configuring (cmake)"
@@ -155,6 +153,8 @@ LD_LIBRARY_PATH=$staged/lib "$staged/bin/caffe" --version >>"$log" 2>&1 ||
 {
   echo "caffe_deb_version=$CAFFE_DEB_VERSION"
   echo "variant=$([[ ${CAFFE_GPU:-0} == 1 ]] && echo "gpu sm_$(cuda_arch)" || echo cpu)"
+  echo "openmp=$([[ $CAFFE_OPENMP == 0 ]] && echo 0 || echo 1)"
+  echo "patches=$patch_set"
   echo "cmake_flags=${flags[*]}"
   echo "built=$(date -u +%FT%TZ)"
 } >"$staged/.complete"

@@ -7,6 +7,57 @@ setup_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 step() { printf '[setup] %s\n' "$*"; }
 
+# ---- the system: /etc/os-release (OS_RELEASE overrides the path, for tests) ----------------------
+OS_RELEASE=${OS_RELEASE:-/etc/os-release}
+os_field() { sed -n "s/^$1=//p" "$OS_RELEASE" 2>/dev/null | head -1 | tr -d "\"'"; }
+is_ubuntu() { [[ $(os_field ID) == ubuntu || " $(os_field ID_LIKE) " == *" ubuntu "* ]]; }
+
+# The apt package lists for this system: the common list, then the release's own additions
+# (debian-packages-<codename>.txt: bookworm, trixie; debian-packages-ubuntu.txt on Ubuntu).
+debian_package_lists() {
+  local codename
+  codename=$(os_field VERSION_CODENAME)
+  echo "$setup_dir/debian-packages.txt"
+  if [[ -n $codename && -f $setup_dir/debian-packages-$codename.txt ]]; then
+    echo "$setup_dir/debian-packages-$codename.txt"
+  fi
+  if is_ubuntu; then echo "$setup_dir/debian-packages-ubuntu.txt"; fi
+  return 0
+}
+
+# Ubuntu (setup.sh, first): Ubuntu's mirrors do not carry Debian's Caffe source package, so the build
+# would fail at the source fetch. Say what works there instead (README, "Ubuntu") and stop, unless the
+# user already chose a way (CAFFE_ROOT or DEBIAN_MIRROR).
+ubuntu_advice() {
+  is_ubuntu || return 0
+  local ver
+  ver="$(os_field VERSION_ID) ($(os_field VERSION_CODENAME))"
+  if [[ -n ${CAFFE_ROOT:-} ]]; then
+    step "Ubuntu $ver: using CAFFE_ROOT=$CAFFE_ROOT (Ubuntu is not tested)"
+    return 0
+  fi
+  if [[ -n ${DEBIAN_MIRROR:-} ]]; then
+    step "Ubuntu $ver: building Debian's Caffe source from DEBIAN_MIRROR=$DEBIAN_MIRROR (Ubuntu is not tested)"
+    return 0
+  fi
+  cat <<ADVICE
+[setup] This is Ubuntu $ver. make setup builds Caffe from Debian's source package, which Ubuntu's
+[setup] mirrors do not carry, and Ubuntu has no Caffe package after 20.04. make setup is tested on
+[setup] Debian 12 and 13 only; on Ubuntu (NOT TESTED):
+[setup]  - Ubuntu 24.04 (Python 3.12): fetch Debian's source package from a Debian mirror and build it:
+[setup]      make setup DEBIAN_MIRROR=<a Debian mirror URL, e.g. one from Debian's mirror list>
+[setup]    (it installs debian-archive-keyring to check the source; libraries as on Debian 12/13).
+[setup]  - Ubuntu 22.04 (Python 3.10): too old for requirements.txt (numpy 2.4 needs Python $MIN_PYTHON+), and
+[setup]    its Boost.Python serves Python 3.10 only. Use Debian 12 or 13 in a container, VM or chroot
+[setup]    (tools/portability/debian-chroot.sh builds one).
+[setup]  - A Caffe you built for this Python and NumPy 2: make setup CAFFE_ROOT=<its prefix>
+ADVICE
+  die "Ubuntu needs a choice" "-" "make setup DEBIAN_MIRROR=<Debian mirror URL> (24.04), or CAFFE_ROOT=<a Caffe built for this Python>; see README, 'Ubuntu'"
+}
+
+# requirements.txt needs Python 3.11 or newer (numpy 2.4, scipy 1.17 and ipython 9 dropped 3.10).
+MIN_PYTHON=3.11
+
 # One line naming the step, the log and the fix; then stop.
 die() {
   local what=$1 log=$2 fix=$3
@@ -16,10 +67,41 @@ die() {
   exit 1
 }
 
+# Caffe's CPU layers in parallel (patches/001*-openmp-*.patch): on unless CAFFE_OPENMP=0, which builds
+# stock Caffe (with only the compatibility patches) into a prefix of its own.
+CAFFE_OPENMP=${CAFFE_OPENMP:-1}
+
+# The patch files of this build, in order, relative to tools/setup/.
+caffe_patches() {
+  local p
+  for p in "$setup_dir"/patches/*.patch; do
+    [[ $CAFFE_OPENMP == 0 && $(basename "$p") == *-openmp-* ]] && continue
+    echo "patches/$(basename "$p")"
+  done
+  if [[ ${CAFFE_GPU:-0} == 1 ]]; then  # CUDA-only code: CPU builds skip them
+    for p in "$setup_dir"/patches-cuda/*.patch; do echo "patches-cuda/$(basename "$p")"; done
+  fi
+}
+
+# OpenBLAS built for OpenMP (Debian's libopenblas0-openmp): inside the layers' parallel loops it runs
+# single-threaded (it asks omp_in_parallel), where the pthread build would start threads of its own on
+# top of OpenMP's. Linked by path, so the binaries find it through their RPATH whichever OpenBLAS the
+# system's alternatives point libopenblas.so.0 at.
+openblas_openmp_lib() {
+  local lib
+  lib=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/openblas-openmp/libopenblas.so.0
+  [[ -f $lib ]] || die "finding OpenBLAS for OpenMP" "-" \
+    "apt-get install libopenblas0-openmp (make setup does), or CAFFE_OPENMP=0 for stock Caffe"
+  echo "$lib"
+}
+
 # Caffe's configure flags (build_caffe.sh adds the prefix and the Python paths).
 caffe_cmake_flags() {
   echo -DCMAKE_BUILD_TYPE=Release -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=3 \
     -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DUSE_HDF5=ON -DBUILD_docs=OFF -DBUILD_matlab=OFF
+  if [[ $CAFFE_OPENMP != 0 ]]; then
+    echo -DUSE_OPENMP=ON -DOpenBLAS_LIB="$(openblas_openmp_lib)"
+  fi
   if [[ ${CAFFE_GPU:-0} == 1 ]]; then
     local arch
     arch=$(cuda_arch)
@@ -32,14 +114,25 @@ caffe_cmake_flags() {
 }
 
 # The cache key: a rebuild happens exactly when one of these changes:
-#   source version, recipe (patch files + configure flags), Python and numpy versions, CPU/GPU.
+#   source version, recipe (patch files + configure flags), Python and numpy versions, CPU/GPU, OpenMP.
 build_key() {
   local python=$1 recipe pyver variant
-  recipe=$({ cat "$setup_dir"/patches/*.patch; caffe_cmake_flags; [[ ${CAFFE_GPU:-0} == 1 ]] &&
-    cat "$setup_dir"/patches-cuda/*.patch "$setup_dir/cuda-libraries.txt"; } | sha256sum | cut -c1-10)
+  recipe=$({ for p in $(caffe_patches); do cat "$setup_dir/$p"; done; caffe_cmake_flags
+    [[ ${CAFFE_GPU:-0} == 1 ]] && cat "$setup_dir/cuda-libraries.txt"; } | sha256sum | cut -c1-10)
   pyver=$("$python" -c 'import sys, numpy; print("py%d.%d.%d-np%s" % (sys.version_info[:3] + (numpy.__version__,)))')
   if [[ ${CAFFE_GPU:-0} == 1 ]]; then variant=gpu-sm$(cuda_arch); else variant=cpu; fi
+  [[ $CAFFE_OPENMP == 0 ]] && variant=$variant-stock
   echo "caffe-${CAFFE_DEB_VERSION//+/-}-$recipe-$pyver-$variant"
+}
+
+# Debian's source package unpacked (with Debian's patches) into DEST, then ours: PATCHES (relative to
+# tools/setup/), default those of this build. Used by build_caffe.sh and selftest.sh alike.
+unpack_patched_source() {
+  local dest=$1 patches=${2:-$(caffe_patches | tr '\n' ' ')} p
+  dpkg-source -x "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc" "$dest" || return 1
+  for p in $patches; do
+    echo "== $p" && patch -d "$dest" -p1 --forward --batch <"$setup_dir/$p" || return 1
+  done
 }
 
 # Compute capability for the CUDA build: CUDA_ARCH, else the first GPU nvidia-smi sees.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make setup`: everything the toolkit needs, idempotent. A second run only checks (seconds).
 #
-#   1. Debian packages (tools/setup/debian-packages.txt): installs the missing ones.
+#   0. On Ubuntu, without CAFFE_ROOT or DEBIAN_MIRROR: prints what to do there and stops.
+#   1. Debian packages (tools/setup/debian-packages.txt, plus debian-packages-<codename>.txt for the
+#      release /etc/os-release names): installs the missing ones.
 #   2. .venv with the pinned Python packages (requirements.txt + constraints.txt).
 #   3. BVLC Caffe, built from Debian's source package by build_caffe.sh into a prefix outside the
 #      clone, keyed by source version + patches + Python/numpy + CPU/GPU (skipped when CAFFE_ROOT
@@ -10,7 +12,8 @@
 #
 # Variables: PYTHON (interpreter for .venv, default python3), CAFFE_CACHE (build cache, default
 # ~/.cache/caffe-toolkit), CAFFE_ROOT (use this Caffe install instead of building one),
-# CAFFE_GPU=1 (CUDA build), CUDA_ARCH (e.g. 90; default from nvidia-smi).
+# CAFFE_GPU=1 (CUDA build), CUDA_ARCH (e.g. 90; default from nvidia-smi), DEBIAN_MIRROR (where
+# to fetch Debian's Caffe source; needed on Ubuntu), OS_RELEASE (the os-release file, for tests).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,8 +28,9 @@ mkdir -p "$CAFFE_CACHE/logs"
 
 # ---- 1. Debian packages ------------------------------------------------------------------------
 install_debian_packages() {
-  local wanted missing=()
-  mapfile -t wanted < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/debian-packages.txt")
+  local wanted missing=() lists
+  mapfile -t lists < <(debian_package_lists)
+  mapfile -t wanted < <(cat "${lists[@]}" | sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^[[:space:]]*$/d' | sort -u)
   for pkg in "${wanted[@]}"; do
     [[ -z $pkg ]] && continue
     dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed' || missing+=("$pkg")
@@ -51,6 +55,9 @@ install_debian_packages() {
 # ---- 2. the virtual environment ----------------------------------------------------------------
 make_venv() {
   command -v "$PYTHON" >/dev/null || die "Python" "-" "install Python 3 or set PYTHON=/path/to/python3"
+  "$PYTHON" -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$MIN_PYTHON'.split('.'))))" ||
+    die "Python $("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') is too old" "-" \
+      "requirements.txt needs Python $MIN_PYTHON or newer: set PYTHON=/path/to/python3.11 (or newer)"
   if [[ ! -x $VENV/bin/python ]]; then
     step "Python: creating $VENV with $("$PYTHON" --version)"
     "$PYTHON" -m venv "$VENV" >"$CAFFE_CACHE/logs/venv.log" 2>&1 ||
@@ -111,6 +118,7 @@ link_caffe() {
   step "Caffe: 'import caffe' works in .venv; binaries linked into .venv/bin"
 }
 
+ubuntu_advice
 install_debian_packages
 make_venv
 build_or_reuse_caffe # sets $prefix

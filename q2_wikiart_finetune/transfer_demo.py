@@ -1,4 +1,4 @@
-"""Q2's machinery offline: transfer learning on Fashion-MNIST with a reduced AlexNet.
+"""The Fashion-MNIST transfer demo (`make demo`): Q2's machinery offline, with a reduced AlexNet.
 
 The stand-in for ImageNet is Fashion-MNIST classes 0-4 (T-shirt/top, Trouser, Pullover, Dress, Coat):
 a reduced AlexNet (same layer names, a quarter of the width, 99x99 crops of the 28x28 images
@@ -7,25 +7,32 @@ upscaled to 112x112) is trained on them from scratch and saved. The stand-in for
 pretrained net is fine-tuned on them with a renamed last layer (fc8_fashion), and compared at equal
 iterations with the same net trained from scratch, with the feature-extractor mode and with the
 cached-feature path. Images go through the same ImageData layers, generators, runner and predictor
-as WikiArt. The held-out set gets a Kaggle-format submission.
+as WikiArt. The held-out set gets a Kaggle-format submission whose labels are the Fashion-MNIST class
+numbers (5-9), as the answers are.
 
-    python -m q2_wikiart_finetune.offline            # results/demo/q2/
+    .venv/bin/python -m q2_wikiart_finetune.transfer_demo            # results/demo/q2/
 """
 
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
+
+if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog reads this when caffe loads
+    os.environ.setdefault("GLOG_minloglevel", "2")
 
 import numpy as np
 from PIL import Image
 
 from q2_wikiart_finetune import experiment, predict
-from q2_wikiart_finetune import task as tasks
+from q2_wikiart_finetune.task import MODES, Task
+from q2_wikiart_finetune.task import write as write_prototxts
 from tools import caffe_runner, paths
+from tools.cli import exit_on
 from tools.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist, stratified_subset
-from tools.fileio import atomic_path, write_text
+from tools.fileio import atomic_path, write_if_changed, write_text
 from tools.parse_log import parse_log
 from tools.plot_log import plot_runs
 
@@ -101,18 +108,18 @@ def prepare(sizes=Sizes(), repo=paths.REPO, seed=0) -> dict:
         idx = split[name]
         x, y = getattr(ds, f"{source}_images")[idx], getattr(ds, f"{source}_labels")[idx]
         write_split(x, y, label_map, images / name, root / list_file, images, with_labels=name != "heldout")
-    # the held-out answers stay apart from the list, as a contest keeps them
+    # the held-out answers stay apart from the list, as a contest keeps them, as Fashion-MNIST class numbers
     held = ds.test_labels[split["heldout"]]
     write_text(root / "heldout_answers.csv",
-               "id,label\n" + "".join(f"{i:05d},{tgt_map[int(lab)]}\n" for i, lab in enumerate(held)))
+               "id,label\n" + "".join(f"{i:05d},{int(lab)}\n" for i, lab in enumerate(held)))
     write_text(root / "pretrain/styles.txt", "\n".join(FASHION_MNIST_CLASSES[c] for c in SOURCE_CLASSES) + "\n")
     write_text(root / "target/styles.txt", "\n".join(FASHION_MNIST_CLASSES[c] for c in TARGET_CLASSES) + "\n")
     write_text(marker, json.dumps(info, indent=1) + "\n")
     return info
 
 
-def pretrain_task(info, sizes=Sizes()) -> tasks.Task:
-    return tasks.Task(
+def pretrain_task(info, sizes=Sizes()) -> Task:
+    return Task(
         name="fashion-pretrain", data_root=f"{DATA}/pretrain", image_root=f"{DATA}/images/", num_classes=5,
         last_layer="fc8", weights="", models_dir="models/demo/pretrain", results_dir=f"{RESULTS}/pretrain",
         mean_value=tuple(info["mean_value"]), train_count=info["pretrain_train"], val_count=info["pretrain_val"],
@@ -121,7 +128,7 @@ def pretrain_task(info, sizes=Sizes()) -> tasks.Task:
 
 
 def transfer_task(info, pretrained, sizes=Sizes(), name="fashion-transfer", results="transfer", **changes):
-    return dataclasses.replace(tasks.Task(
+    return dataclasses.replace(Task(
         name=name, data_root=f"{DATA}/target", image_root=f"{DATA}/images/", num_classes=5,
         last_layer="fc8_fashion", weights=pretrained, models_dir=f"models/demo/{results}",
         results_dir=f"{RESULTS}/{results}", mean_value=tuple(info["mean_value"]), train_count=info["target_train"],
@@ -150,9 +157,8 @@ def pretrain(info, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True) -> P
                         f"upscaled to {task.new_size}x{task.new_size} with {task.crop}x{task.crop} crops; the offline "
                         f"stand-in for BVLC AlexNet (validation accuracy {metrics['finetune']['accuracy']:.3f})."),
     }
-    card_file, text = repo / "results/demo/pretrained/model.json", json.dumps(card, indent=1) + "\n"
-    if not card_file.exists() or card_file.read_text() != text:  # its date tells Q3 the model changed
-        write_text(card_file, text)
+    # only when it changed: its date tells Q3 the model changed
+    write_if_changed(repo / "results/demo/pretrained/model.json", json.dumps(card, indent=1) + "\n")
     return weights
 
 
@@ -161,24 +167,37 @@ def transfer(info, weights, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=T
     repo = Path(repo)
     rel = str(weights.relative_to(repo)) if weights.is_relative_to(repo) else str(weights)
     task = transfer_task(info, rel, sizes)
-    results = experiment.run(task, tasks.MODES, repo=repo, gpu=gpu, progress=progress, default_task=task,
+    results = experiment.run(task, MODES, repo=repo, gpu=gpu, progress=progress, default_task=task,
                              summary_title="Demo transfer: Fashion-MNIST 5-9 from the 0-4 model")
     # the same net and iterations without the pretrained weights (at the pretraining learning rate)
     scratch = transfer_task(info, "", sizes, name="fashion-scratch", results="scratch", base_lr=0.01)
     from_scratch = experiment.run(scratch, ["finetune"], pretrained="", repo=repo, gpu=gpu, progress=progress,
                                   default_task=scratch, summary_title="Demo: the same net from scratch")
     results["scratch"] = from_scratch["finetune"]
-    logs = {m: parse_log(repo / task.results_dir / m / "train.log") for m in tasks.MODES}
+    logs = {m: parse_log(repo / task.results_dir / m / "train.log") for m in MODES}
     logs["scratch"] = parse_log(repo / scratch.results_dir / "finetune" / "train.log")
     out = repo / RESULTS
     plot_runs(logs, "accuracy", out / "transfer_accuracy_vs_iter.png", test_nets=["val"], train=False,
               title=f"Fashion-MNIST 5-9 from {info['target_train']} images: validation accuracy")
     plot_runs(logs, "loss", out / "transfer_loss_vs_iter.png", test_nets=["val"],
               title="Fashion-MNIST 5-9: training loss (faint) and validation loss")
-    heldout_submission(task, Path(results[max(tasks.MODES, key=lambda m: results[m]["accuracy"])]["weights"]), repo,
-                       gpu, progress)
+    score = heldout_submission(task, Path(results[max(MODES, key=lambda m: results[m]["accuracy"])]["weights"]),
+                               repo, gpu, progress)
     write_comparison(results, info, sizes, out)
+    write_results(results, score, info, repo)
     return results
+
+
+def write_results(results, heldout_accuracy, info, repo) -> Path:
+    """results/demo/q2/transfer_results.json: the measured numbers `make demo` reports (docs/demo_results.md)."""
+    card = json.loads((Path(repo) / "results/demo/pretrained/model.json").read_text())
+    data = {"modes": {m: {k: r[k] for k in ("accuracy", "seconds", "iterations")} for m, r in results.items()},
+            "heldout_accuracy": round(heldout_accuracy, 4), "heldout_images": info["heldout"],
+            "pretrained_accuracy": card["val_accuracy"], "target_train": info["target_train"],
+            "target_val": info["target_val"]}
+    out = Path(repo) / RESULTS / "transfer_results.json"
+    write_text(out, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return out
 
 
 def heldout_submission(task, weights, repo, gpu, progress):
@@ -187,7 +206,8 @@ def heldout_submission(task, weights, repo, gpu, progress):
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), weights, new_size=task.new_size,
                                   crop=task.crop, mean=mean, gpu=gpu)
     files, _ = predict.read_list(repo / DATA / "heldout.txt", repo / task.image_root)
-    labels = predict.predict(clf, files, progress=progress).argmax(axis=1)
+    # the net's outputs 0-4 are the target classes in order: the submission names Fashion-MNIST's classes 5-9
+    labels = np.asarray(TARGET_CLASSES)[predict.predict(clf, files, progress=progress).argmax(axis=1)]
     out = repo / RESULTS / "heldout_submission.csv"
     predict.write_submission(out, [f.stem for f in files], labels.tolist())
     answers = dict(line.split(",") for line in (repo / DATA / "heldout_answers.csv").read_text().split()[1:])
@@ -221,7 +241,7 @@ def default_tasks(sizes=Sizes()):
     _, info = plan(sizes)
     pretrain = pretrain_task(info, sizes)
     weights = f"{pretrain.results_dir}/finetune/snap_iter_{sizes.pretrain_iter}.caffemodel"
-    return [(pretrain, ["finetune"]), (transfer_task(info, weights, sizes), list(tasks.MODES)),
+    return [(pretrain, ["finetune"]), (transfer_task(info, weights, sizes), list(MODES)),
             (transfer_task(info, "", sizes, name="fashion-scratch", results="scratch", base_lr=0.01), ["finetune"])]
 
 
@@ -235,16 +255,17 @@ def run(sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m q2_wikiart_finetune.offline", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m q2_wikiart_finetune.transfer_demo",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default=None, help="GPU id (needs `make setup CAFFE_GPU=1`); default CPU")
     ap.add_argument("--write", action="store_true", help="only (re)generate the committed models/demo/ prototxts")
     a = ap.parse_args(argv)
     if a.write:
         for task, modes in default_tasks():
             for mode in modes:
-                print(tasks.write(task, mode, paths.REPO))
+                print(write_prototxts(task, mode, paths.REPO))
         return
-    with caffe_runner.cli_errors(ValueError, FileNotFoundError):
+    with exit_on(ValueError, FileNotFoundError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         run(gpu=a.gpu or None)
 

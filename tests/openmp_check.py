@@ -1,0 +1,96 @@
+"""Runs one net with every layer type our OpenMP patches touch and saves what it computes (run by
+tests/test_openmp.py in a child process, since OMP_NUM_THREADS is read once, when Caffe loads).
+
+    python tests/openmp_check.py OUT.npz
+
+The net (TEST phase, so that it is deterministic; Dropout is checked apart): a batch of 4 images,
+so that convolution runs its images in parallel, through Convolution (grouped, padded), ReLU, LRN
+(across channels), max Pooling, Sigmoid, TanH, ELU, BNLL, average Pooling, PReLU, InnerProduct.
+It saves the input, every blob, the data gradient of L = sum(output * R) for a fixed R, every
+parameter gradient, finite differences of L at sampled pixels, and a TRAIN-phase Dropout mask.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def build(path: Path):
+    import caffe
+    from caffe import layers as L
+    from caffe import params as P
+
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[4, 4, 11, 11]))
+    n.conv = L.Convolution(n.data, num_output=8, kernel_size=3, pad=1, group=2, weight_filler=dict(type="gaussian",
+                           std=0.3), bias_filler=dict(type="constant", value=0.05))
+    n.relu = L.ReLU(n.conv)
+    n.norm = L.LRN(n.relu, local_size=3, alpha=0.5, beta=0.75, k=1.0)
+    n.maxpool = L.Pooling(n.norm, pool=P.Pooling.MAX, kernel_size=3, stride=2)
+    n.sigmoid = L.Sigmoid(n.maxpool)
+    n.tanh = L.TanH(n.maxpool)
+    n.elu = L.ELU(n.tanh)
+    n.bnll = L.BNLL(n.elu)
+    n.avepool = L.Pooling(n.bnll, pool=P.Pooling.AVE, kernel_size=2, stride=1)
+    n.prelu = L.PReLU(n.avepool, filler=dict(type="constant", value=0.2))
+    n.fc = L.InnerProduct(n.prelu, num_output=5, weight_filler=dict(type="gaussian", std=0.3))
+    n.mix = L.Eltwise(n.sigmoid, n.tanh, operation=P.Eltwise.SUM)
+    proto = n.to_proto()
+    proto.force_backward = True
+    path.write_text(str(proto))
+    caffe.set_random_seed(7)
+    return caffe.Net(str(path), caffe.TEST)
+
+
+def loss_and_grad(net, x, weights):
+    """L = sum over outputs of output * R, and dL/dx by Caffe's backward pass."""
+    net.blobs["data"].data[...] = x
+    net.forward()
+    loss = sum(float((net.blobs[name].data * r).sum()) for name, r in weights.items())
+    for name, r in weights.items():
+        net.blobs[name].diff[...] = r
+    net.backward()
+    return loss, net.blobs["data"].diff.copy()
+
+
+def main(out):
+    import caffe
+
+    caffe.set_mode_cpu()
+    net = build(Path(out).with_suffix(".prototxt"))
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, net.blobs["data"].data.shape).astype(np.float32)
+    weights = {name: rng.uniform(-1, 1, net.blobs[name].data.shape).astype(np.float32) for name in ("fc", "mix")}
+    _, grad = loss_and_grad(net, x, weights)
+    saved = {"x": x, "grad": grad}
+    saved |= {f"blob_{name}": blob.data.copy() for name, blob in net.blobs.items()}
+    saved |= {f"param_{name}_{i}": p.diff.copy() for name, ps in net.params.items() for i, p in enumerate(ps)}
+    saved |= {f"weight_{name}_{i}": p.data.copy() for name, ps in net.params.items() for i, p in enumerate(ps)}
+    # central differences at sampled pixels, in float64 arithmetic on float32 nets: step 1e-2
+    coords = [tuple(int(rng.randint(s)) for s in x.shape) for _ in range(60)]
+    fd = []
+    for c in coords:
+        xp, xm = x.copy(), x.copy()
+        xp[c] += 1e-2
+        xm[c] -= 1e-2
+        fd.append((loss_and_grad(net, xp, weights)[0] - loss_and_grad(net, xm, weights)[0]) / 2e-2)
+    saved |= {"fd_coords": np.asarray(coords), "fd": np.asarray(fd), "fd_grad": grad[tuple(np.asarray(coords).T)]}
+    # Dropout's mask in TRAIN: seeded, so it must not depend on the number of threads
+    from caffe import layers as L
+
+    d = caffe.NetSpec()
+    d.data = L.Input(shape=dict(dim=[3, 8, 64, 64]))  # 98,304 values: more than one chunk of the mask
+    d.drop = L.Dropout(d.data, dropout_ratio=0.5)
+    path = Path(out).with_name("dropout.prototxt")
+    path.write_text(str(d.to_proto()))
+    caffe.set_random_seed(11)
+    dnet = caffe.Net(str(path), caffe.TRAIN)
+    dnet.blobs["data"].data[...] = 1
+    dnet.forward()
+    saved["dropout"] = dnet.blobs["drop"].data.copy()
+    np.savez(out, **saved)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `make caffe-selftest`: Caffe's own GoogleTest suite on the build `make setup` installed, with 1 and 2
+# OpenMP threads.
+#
+# The test binary is built once, from the same source, patches and configure flags as the installed
+# build, into <prefix>.selftest/ beside it in the cache (about 8 minutes on 2 cores: the library again,
+# then the tests), and reused. It runs every CPU test of the suite (GPU tests are skipped on a CPU-only
+# build, where one of them aborts), from the source root, as the tests open src/caffe/test/test_data/
+# and examples/images/ by relative path. That covers every layer our patches touch (neuron layers, Dropout, Pooling, LRN,
+# Convolution and Deconvolution, im2col), the math functions, Net, the solvers and the gradient checks.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tools/setup/common.sh
+source "$here/common.sh"
+
+VENV=${VENV:-$repo/.venv}
+[[ $VENV == /* ]] || VENV=$PWD/$VENV
+[[ -f $VENV/caffe-prefix ]] || die "finding the Caffe build" "-" "run make setup first"
+prefix=$(cat "$VENV/caffe-prefix")
+[[ -f $prefix/.complete ]] ||
+  die "finding the Caffe build" "-" "$prefix was not built by make setup (CAFFE_ROOT?): the self-test needs its recipe"
+tests=$prefix.selftest
+logs=$CAFFE_CACHE/logs
+mkdir -p "$logs"
+
+if [[ ! -f $tests/.complete ]]; then
+  staging=$(mktemp -d "$CAFFE_CACHE/selftest.XXXXXX")
+  trap 'rm -rf "$staging"' EXIT
+  step "building Caffe's test suite into $tests (once; about 8 minutes on 2 cores)"
+  # The recipe the installed build recorded: its patch set and its configure flags.
+  patch_set=$(sed -n 's/^patches=//p' "$prefix/.complete")
+  read -ra flags <<<"$(sed -n 's/^cmake_flags=//p' "$prefix/.complete")"
+  log=$logs/selftest-build.log
+  unpack_patched_source "$staging/src" "$patch_set" >"$log" 2>&1 ||
+    die "unpacking/patching the Caffe source" "$log" "rerun make setup, then make caffe-selftest"
+  mkdir -p "$staging/build"
+  (cd "$staging/build" && cmake "${flags[@]}" "$staging/src") >>"$log" 2>&1 ||
+    die "cmake for the test suite" "$log" "see the log"
+  make -C "$staging/build" -j"$(nproc)" test.testbin >>"$log" 2>&1 ||
+    die "compiling Caffe's test suite" "$log" "the first 'error:' in the log names the file"
+  # Kept: the source tree, since tests open src/caffe/test/test_data/ and examples/images/ by
+  # relative path, with the test binary and its own libcaffe beside them.
+  mv "$staging/build/test/test.testbin" "$staging/src/test.testbin"
+  mv "$staging/build/lib" "$staging/src/test-lib"  # found through LD_LIBRARY_PATH below
+  date -u +%FT%TZ >"$staging/src/.complete"
+  rm -rf "$tests"
+  mv "$staging/src" "$tests"
+fi
+
+failed=0
+report=("# Caffe's own test suite on the toolkit's build (\`make caffe-selftest\`)" ""
+  "Written by tools/setup/selftest.sh on $(date -u +%F) ($(nproc) cores): every CPU test of Caffe's GoogleTest"
+  "suite, built from the same source, patches and flags as the installed build:"
+  "\`$(basename "$prefix")\` (patches: $(sed -n 's/^patches=//p' "$prefix/.complete" | xargs -n1 basename | tr '\n' ' '))." ""
+  "| OMP_NUM_THREADS | result | tests passed | seconds |" "|---|---|---|---|")
+for threads in 1 2; do
+  log=$logs/selftest-$threads-threads.log
+  start=$(date +%s)
+  if (cd "$tests" && LD_LIBRARY_PATH=$tests/test-lib GOMP_SPINCOUNT=10000 OMP_NUM_THREADS=$threads GLOG_minloglevel=2 ./test.testbin --gtest_filter='-*GPU*') >"$log" 2>&1; then
+    result=passed
+  else
+    result=FAILED
+    failed=1
+  fi
+  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\?\..*/\1/p' "$log" | tail -1)
+  count=$(sed -n 's/^\[==========\] \([0-9]*\) tests\? from \([0-9]*\) test cases\? ran.*/\1 tests from \2 test cases/p' "$log" | tail -1)
+  seconds=$(($(date +%s) - start))
+  step "OMP_NUM_THREADS=$threads: $result: ${passed:-0} passed of ${count:-?} in $seconds s (log: $log)"
+  report+=("| $threads | $result | ${passed:-0} of ${count:-?} | $seconds |")
+done
+# The README points at this file rather than copying its numbers.
+out=$repo/docs/caffe-selftest.md
+printf '%s\n' "${report[@]}" >"$out.tmp" && mv "$out.tmp" "$out"
+step "summary: $out"
+if ((failed)); then
+  die "Caffe's test suite" "$logs/selftest-*-threads.log" "the '[  FAILED  ]' lines name the tests"
+fi
