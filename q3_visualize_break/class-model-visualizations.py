@@ -54,14 +54,9 @@ import matplotlib.pyplot as plt
 from q3_visualize_break import figures
 from q3_visualize_break.class_model import ascent_step, class_model_visualization
 from q3_visualize_break.gradients import class_score, input_gradient
-from q3_visualize_break.loading import load_model
+from q3_visualize_break.loading import start_notebook
 
-plt.rcParams["figure.dpi"] = 55  # figures shown in the notebook: small enough to commit it executed
-model = load_model(MODEL, GPU)
-out = figures.output_dir(OUT)
-print(f"model: {model.name} on {model.device} (python: {sys.executable})")
-print(model.description)
-print(f"figures: {out}")
+model, out = start_notebook(MODEL, GPU, OUT)
 
 # %% [markdown]
 # ## The completed code

@@ -92,6 +92,22 @@ class Model:
         raise ValueError(f"model '{self.name}' has no class named '{name}'{hint}; its classes are model.classes")
 
 
+def start_notebook(choice, gpu, out_dir):
+    """Each notebook's set-up cell: small inline figures, the model, the figure folder, and what was loaded.
+    Returns (model, figure folder)."""
+    import matplotlib.pyplot as plt
+
+    from q3_visualize_break import figures
+
+    plt.rcParams["figure.dpi"] = 55  # figures shown in the notebook: small enough to commit it executed
+    model = load_model(choice, gpu)
+    out = figures.output_dir(out_dir)
+    print(f"model: {model.name} on {model.device} (python: {sys.executable})")
+    print(model.description)
+    print(f"figures: {out}")
+    return model, out
+
+
 def resolve_choice(choice: str) -> str:
     """"auto" -> "bvlc_alexnet" or "demo", whichever is present; others pass through."""
     if choice != "auto":

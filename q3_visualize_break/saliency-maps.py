@@ -49,15 +49,10 @@ import numpy as np
 from q3_visualize_break import figures
 from q3_visualize_break.gradients import class_score, forward_scores, input_gradient, top_k
 from q3_visualize_break.images import example_images
-from q3_visualize_break.loading import load_model
+from q3_visualize_break.loading import start_notebook
 from q3_visualize_break.saliency import overlay, randomized_weights, rank_correlation, saliency_map
 
-plt.rcParams["figure.dpi"] = 55  # figures shown in the notebook: small enough to commit it executed
-model = load_model(MODEL, GPU)
-out = figures.output_dir(OUT)
-print(f"model: {model.name} on {model.device} (python: {sys.executable})")
-print(model.description)
-print(f"figures: {out}")
+model, out = start_notebook(MODEL, GPU, OUT)
 
 # %% [markdown]
 # ## The completed code
