@@ -24,13 +24,11 @@ def input_version(train_val, shapes, name=None):
     """The TRAIN net of `train_val` (a NetParameter) with its Data/ImageData layer swapped for an Input layer."""
     from caffe.proto import caffe_pb2
 
+    train = train_only(train_val)
     net = caffe_pb2.NetParameter()
-    net.CopyFrom(train_val)
+    net.CopyFrom(train)
     del net.layer[:]
-    for layer in train_val.layer:
-        phases = [rule.phase for rule in layer.include if rule.HasField("phase")]
-        if phases and caffe_pb2.TRAIN not in phases:
-            continue
+    for layer in train.layer:
         if layer.type in ("Data", "ImageData"):
             inp = net.layer.add(name=layer.name, type="Input")
             inp.top.extend(layer.top)

@@ -83,6 +83,17 @@ def children(pid) -> list[int]:
     return found
 
 
+def start_past_first_snapshot(tmp_path, make_run):
+    """A runner training 3,000 iterations, returned once its first snapshot (iteration 500) exists:
+    (solver, log, the command, the runner's Popen)."""
+    solver = make_run(max_iter=3000, snapshot=500, test_interval=1000)
+    log = tmp_path / "train.log"
+    cmd = [*RUNNER, str(solver), "--log", str(log)]
+    runner = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (tmp_path / "snap_iter_500.solverstate").exists())
+    return solver, log, cmd, runner
+
+
 def wait_for(condition, timeout=60.0):
     deadline = time.time() + timeout
     while not condition():
@@ -124,11 +135,7 @@ def assert_each_iteration_once(log, max_iter, display=5):
 
 
 def test_kill_9_of_caffe_is_reported_as_killed_and_the_rerun_resumes(tmp_path, make_run):
-    solver = make_run(max_iter=3000, snapshot=500, test_interval=1000)
-    log = tmp_path / "train.log"
-    cmd = [*RUNNER, str(solver), "--log", str(log)]
-    runner = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (tmp_path / "snap_iter_500.solverstate").exists())
+    solver, log, cmd, runner = start_past_first_snapshot(tmp_path, make_run)
     [caffe_pid] = children(runner.pid)
     os.kill(caffe_pid, signal.SIGKILL)
     _, err = runner.communicate(timeout=60)
@@ -146,11 +153,7 @@ def test_kill_9_of_caffe_is_reported_as_killed_and_the_rerun_resumes(tmp_path, m
 
 
 def test_sigterm_to_the_runner_snapshots_and_says_how_to_resume(tmp_path, make_run):
-    solver = make_run(max_iter=3000, snapshot=500, test_interval=1000)
-    log = tmp_path / "train.log"
-    cmd = [*RUNNER, str(solver), "--log", str(log)]
-    runner = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (tmp_path / "snap_iter_500.solverstate").exists())
+    solver, log, cmd, runner = start_past_first_snapshot(tmp_path, make_run)
     runner.send_signal(signal.SIGTERM)
     _, err = runner.communicate(timeout=60)
     line = error_line(err)
@@ -400,11 +403,7 @@ def test_bad_counts_are_refused_before_any_compute(tmp_path, make_run, capsys):
 
 
 def test_a_second_run_on_the_same_snapshots_refuses_naming_the_first(tmp_path, make_run):
-    solver = make_run(max_iter=3000, snapshot=500, test_interval=1000)
-    log = tmp_path / "train.log"
-    cmd = [*RUNNER, str(solver), "--log", str(log)]
-    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (tmp_path / "snap_iter_500.solverstate").exists())
+    _, log, cmd, first = start_past_first_snapshot(tmp_path, make_run)
     [caffe_pid] = children(first.pid)
     os.kill(caffe_pid, signal.SIGSTOP)  # hold the first run mid-training, whatever this machine's speed
     try:

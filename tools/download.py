@@ -28,6 +28,8 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
+from tools.fileio import move_aside
+
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 BACKOFF = 0.5  # seconds; retry n waits BACKOFF * 2**(n-1), the first one none (urllib3's schedule)
 MAX_BACKOFF = 30
@@ -119,24 +121,6 @@ class _Interrupted(Exception):
         self.cause, self.progressed = cause, progressed
 
 
-def mismatch_path(dest) -> Path:
-    """A free name beside `dest` for a file that failed its checksum: <name>.mismatch, .mismatch.2, ..."""
-    dest = Path(dest)
-    candidate, n = dest.with_name(dest.name + ".mismatch"), 1
-    while candidate.exists():
-        n += 1
-        candidate = dest.with_name(f"{dest.name}.mismatch.{n}")
-    return candidate
-
-
-def move_aside(path, name_of=None) -> Path:
-    """Rename `path` to the mismatch name of `name_of` (default: itself), in the same folder so the rename is
-    atomic; returns the new path."""
-    target = mismatch_path(name_of or path)
-    os.replace(path, target)
-    return target
-
-
 def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), retries=5, session=None,
              progress=None, url_env=None, own_file_hint=None) -> Path:
     """Fetch `url` into `dest` (resuming a partial download) and check its md5/sha1; returns `dest`.
@@ -152,7 +136,7 @@ def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), ret
         mismatch = checksum_mismatch(dest, expected)
         if not mismatch:
             return dest
-        aside = move_aside(dest)  # the user's copy, or an older version: kept, never deleted
+        aside = move_aside(dest, "mismatch")  # the user's copy, or an older version: kept, never deleted
         algorithm, want, got = mismatch
         use = f" If you trust that copy, use it with {own_file_hint}." if own_file_hint else ""
         print(f"note: {dest} has {algorithm} {got}, not the published {want}: moved it to {aside} and "
@@ -168,7 +152,8 @@ def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), ret
     mismatch = checksum_mismatch(part, expected)
     if mismatch:
         size = part.stat().st_size
-        aside = move_aside(part, dest) if size else part.unlink()  # an empty body is nothing to keep
+        # an empty body is nothing to keep; anything else is kept under the file's own name
+        aside = move_aside(part, "mismatch", name_of=dest) if size else part.unlink()
         algorithm, want, got = mismatch
         kept = f"kept as {aside}" if aside else "nothing was received"
         use = f", or use a copy you trust with {own_file_hint}" if own_file_hint else ""

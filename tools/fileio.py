@@ -61,12 +61,15 @@ def write_bytes(path, data: bytes) -> Path:
     return Path(path)
 
 
-def move_aside(path, tag: str) -> Path:
+def move_aside(path, tag: str, name_of=None) -> Path:
     """Rename `path` (a file or folder) to `<name>.<tag>` beside it, or `<name>.<tag>.2`, ... if that is
-    taken, and return the new path. Never overwrites: what is moved aside is kept for the user to look at."""
+    taken, and return the new path; `<name>` is that of `name_of` (a path in the same folder) when given,
+    e.g. a download's `.part` moved aside under the name of the file it was for. Never overwrites: what is
+    moved aside is kept for the user to look at."""
     path = Path(path)
+    base = Path(name_of) if name_of else path
     for n in range(1, 10_000):
-        target = path.with_name(f"{path.name}.{tag}" + (f".{n}" if n > 1 else ""))
+        target = path.with_name(f"{base.name}.{tag}" + (f".{n}" if n > 1 else ""))
         if target.exists() or target.is_symlink():
             continue
         try:

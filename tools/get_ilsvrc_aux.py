@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tools import paths
-from tools.download import DownloadError, download, move_aside
-from tools.fileio import atomic_path, write_bytes
+from tools.download import DownloadError, download
+from tools.fileio import atomic_path, move_aside, write_bytes
 
 ARCHIVE_URL = "http://dl.caffe.berkeleyvision.org/caffe_ilsvrc12.tar.gz"
 URL_ENV = "ILSVRC_AUX_URL"
@@ -83,7 +83,7 @@ def get_ilsvrc_aux(out_dir=None, *, url=None, md5=None, archive=None, progress=N
     if missing:
         where = archive
         if downloaded:  # our download, but perhaps an error page: keep it for a look, out of the way
-            where = move_aside(archive)
+            where = move_aside(archive, "mismatch")
         raise DownloadError(f"{archive}: the archive has no {', '.join(missing)} (kept as {where}). Fix: check "
                             f"where it came from (--url / {URL_ENV}, or --archive)")
     save_mean_npy(out_dir / MEAN, out_dir / "imagenet_mean.npy")
