@@ -40,6 +40,7 @@ from tools.fileio import atomic_path, write_if_changed, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 from tools.solver import solver_text
+from tools.transform import mean_bgr
 
 
 def check_weights_fit(task, pretrained, repo=paths.REPO):
@@ -125,7 +126,7 @@ def evaluate_mode(task, mode, weights_file, repo, gpu, progress, run_dir=None):
         if str(saved["stamp"]) == stamp and len(saved["probs"]) == len(files):
             probs = saved["probs"]
             return predict.evaluate(labels, probs.argmax(axis=1), classes_of(task, repo), out / "val"), files, probs
-    mean = predict.mean_pixel(repo / task.mean_file if task.mean_file else None, task.mean_value)
+    mean = mean_bgr(repo / task.mean_file if task.mean_file else None, task.mean_value)
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), weights_file,
                                   new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu)
     probs = predict.predict(clf, files, progress=progress)

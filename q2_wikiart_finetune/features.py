@@ -21,6 +21,7 @@ from q2_wikiart_finetune.task import write as write_prototxts
 from q2_wikiart_finetune.task import write_deploy
 from tools import caffe_runner, lmdb_io, paths, weights
 from tools.fileio import atomic_path
+from tools.transform import mean_bgr
 
 
 def feature_source(task, pretrained, list_file, mirror, repo=paths.REPO) -> dict:
@@ -47,7 +48,7 @@ def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, re
     files, labels = predict.read_list(repo / list_file, repo / task.image_root)
     if labels is None:
         raise ValueError(f"{list_file} has no labels: the cached-feature path trains on labelled lists")
-    mean = predict.mean_pixel(repo / task.mean_file if task.mean_file else None, task.mean_value)
+    mean = mean_bgr(repo / task.mean_file if task.mean_file else None, task.mean_value)
     clf = predict.load_classifier(deploy, repo / pretrained, new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu,
                                   new_layers=[task.last_layer])
     feats = [predict.predict(clf, files, blob=task.feature_blob, progress=progress)]

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from tools import paths
 from tools.fileio import atomic_path, write_text
+from tools.transform import mean_bgr
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -32,13 +33,6 @@ class Classifier:
     new_size: int
     crop: int
     output: str  # the probability blob
-
-
-def mean_pixel(mean_file=None, mean_value=None) -> np.ndarray:
-    """Per-channel (BGR) mean in 0..255: from a mean .binaryproto/.npy, or given values."""
-    from tools.transform import mean_bgr
-
-    return mean_bgr(mean_file, mean_value)
 
 
 def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_layers=()) -> Classifier:
@@ -260,7 +254,7 @@ def main(argv=None):
 
     try:
         files, labels = gather(a.images, a.root)
-        mean = mean_pixel(None if a.mean_value else a.mean_file, a.mean_value)
+        mean = mean_bgr(None if a.mean_value else a.mean_file, a.mean_value)
         clf = load_classifier(a.deploy, a.weights, new_size=a.new_size, crop=a.crop, mean=mean, gpu=a.gpu)
         probs = predict(clf, files, oversample=a.oversample)
     except (FileNotFoundError, ValueError, CaffeError, OSError) as e:

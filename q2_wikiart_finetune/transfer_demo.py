@@ -35,6 +35,7 @@ from tools.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist, stratified
 from tools.fileio import atomic_path, write_if_changed, write_text
 from tools.parse_log import parse_log
 from tools.plot_log import plot_runs
+from tools.transform import mean_bgr
 
 SOURCE_CLASSES = [0, 1, 2, 3, 4]
 TARGET_CLASSES = [5, 6, 7, 8, 9]
@@ -202,7 +203,7 @@ def write_results(results, heldout_accuracy, info, repo) -> Path:
 
 def heldout_submission(task, weights, repo, gpu, progress):
     """The prediction CLI's code path on the held-out images: submission.csv, scored against the answers."""
-    mean = predict.mean_pixel(None, task.mean_value)
+    mean = mean_bgr(None, task.mean_value)
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), weights, new_size=task.new_size,
                                   crop=task.crop, mean=mean, gpu=gpu)
     files, _ = predict.read_list(repo / DATA / "heldout.txt", repo / task.image_root)

@@ -28,6 +28,7 @@ from q2_wikiart_finetune import task as q2_tasks
 from tools import caffe_runner, lmdb_io, locks
 from tools.parse_log import parse_lines, parse_log
 from tools.solver import make_solver, write_solver
+from tools.transform import mean_bgr
 
 pytestmark = pytest.mark.slow  # trains or runs Caffe at length: not in `make test-fast`
 
@@ -350,7 +351,7 @@ def test_bad_mean_weights_and_image_files_are_named(tmp_path, make_run, small_lm
         caffe_runner.train(solver, tmp_path / "train.log", progress=False)
     (tmp_path / "mean.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ValueError, match=r"mean.npy is not a .npy array"):
-        predict.mean_pixel(tmp_path / "mean.npy")
+        mean_bgr(tmp_path / "mean.npy")
     # the prediction CLI: one line naming the mean file, before any net is loaded
     folder = tmp_path / "images"
     folder.mkdir()

@@ -20,6 +20,7 @@ from q2_wikiart_finetune.task import MODES, WIKIART, write_deploy
 from q2_wikiart_finetune.task import files as mode_files
 from q2_wikiart_finetune.task import solver as mode_solver
 from tools import alexnet, caffe_runner, lmdb_io, weights
+from tools.transform import mean_bgr
 
 TINY_SIZES = transfer_demo.Sizes(pretrain_per_class=20, pretrain_val_per_class=10, target_per_class=4,
                            target_val_per_class=10, heldout_per_class=5, pretrain_iter=20, transfer_iter=10)
@@ -225,7 +226,7 @@ def test_predict_cli_writes_submission_and_scores(demo_run, tmp_path):
 def test_centre_crop_and_oversampling_agree_roughly(demo_run):
     repo, results = demo_run
     task = transfer_demo.transfer_task(transfer_demo.plan(TINY_SIZES)[1], "", TINY_SIZES)
-    mean = predict.mean_pixel(None, task.mean_value)
+    mean = mean_bgr(None, task.mean_value)
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), results["finetune"]["weights"],
                                   new_size=task.new_size, crop=task.crop, mean=mean)
     files, _ = predict.read_list(repo / transfer_demo.DATA / "target/val.txt", repo / task.image_root)
@@ -259,7 +260,7 @@ def test_features_module_extracts_what_the_net_computes(demo_run):
     got = np.stack([f.ravel() for f, _ in stored])
     # fc7 of the same net on the same images, straight from pycaffe, in the extractor's seeded shuffled order
     files, labels = predict.read_list(repo / val_list, repo / task.image_root)
-    mean = predict.mean_pixel(None, task.mean_value)
+    mean = mean_bgr(None, task.mean_value)
     clf = predict.load_classifier(repo / task.path("finetune", "deploy.prototxt"), results["finetune"]["weights"],
                                   new_size=task.new_size, crop=task.crop, mean=mean)
     want = predict.predict(clf, files, blob="fc7", progress=False).reshape(n, -1)

@@ -21,11 +21,12 @@ from PIL import Image
 from real_formats import ilsvrc_aux
 from real_formats.bvlc_alexnet import LEGACY_SHAPES, write_v1_alexnet
 
-from q2_wikiart_finetune import experiment, predict
+from q2_wikiart_finetune import experiment
 from q2_wikiart_finetune import task as tasks
 from q2_wikiart_finetune.wikiart_index import STYLES
 from q3_visualize_break import loading, run_notebooks
 from tools import weights
+from tools.transform import mean_bgr
 from tools.weights import StoredShape, WeightsMismatch
 
 Q2_DEPLOY = REPO / tasks.WIKIART.path("finetune", "deploy.prototxt")
@@ -151,7 +152,7 @@ def test_ilsvrc_aux_archive_in_its_real_layout(ilsvrc_data):
 
 
 def test_predict_takes_the_legacy_mean_file(ilsvrc_data):
-    bgr = predict.mean_pixel(ilsvrc_data / "ilsvrc12/imagenet_mean.binaryproto")
+    bgr = mean_bgr(ilsvrc_data / "ilsvrc12/imagenet_mean.binaryproto")
     np.testing.assert_allclose(bgr, ilsvrc_aux.MEAN_BGR, atol=0.5)
 
 
