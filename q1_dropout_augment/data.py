@@ -1,4 +1,4 @@
-"""Q1's data: CIFAR-10 (downloaded) or Fashion-MNIST (Debian package) as LMDBs for Caffe.
+"""Q1's data: CIFAR-10 (downloaded) or Fashion-MNIST (tools.datasets: yours, Debian's or downloaded) as LMDBs.
 
     .venv/bin/python -m q1_dropout_augment.data --dataset fashion-mnist --per-class 100 --seed 0
     .venv/bin/python -m q1_dropout_augment.data --archive ~/cifar-10-python.tar.gz    # a CIFAR-10 archive you have
@@ -54,7 +54,7 @@ def fetch_cifar10(repo=paths.REPO) -> Path:
 
 def resolve(requested: str | None, repo=paths.REPO, archive=None) -> str:
     """The dataset to use. Unset/"auto" means CIFAR-10 when it is here or can be downloaded, else
-    Fashion-MNIST (real data from a Debian package, the offline stand-in); an explicit choice is kept.
+    Fashion-MNIST (real data, offline from its Debian package or FASHION_MNIST_DIR); an explicit choice is kept.
     A user's `archive` means CIFAR-10, taken from there and never downloaded."""
     if requested not in (None, "", "auto") and requested not in DATASETS:
         raise DatasetError(f"unknown dataset '{requested}': choose one of {', '.join(DATASETS)}")
@@ -70,6 +70,7 @@ def resolve(requested: str | None, repo=paths.REPO, archive=None) -> str:
         return requested
     if cifar10_archive(repo).exists():
         return "cifar10"
+    from tools.datasets import fashion_mnist_source
     from tools.download import DownloadError
 
     try:
@@ -77,8 +78,8 @@ def resolve(requested: str | None, repo=paths.REPO, archive=None) -> str:
         return "cifar10"
     except DownloadError as e:
         print(f"[q1] CIFAR-10 is not here and could not be downloaded ({e}).\n"
-              "[q1] Using Fashion-MNIST instead: real 28x28 images of 10 clothing classes from the Debian "
-              "package dataset-fashion-mnist, the offline stand-in. Every output names the dataset.",
+              "[q1] Using Fashion-MNIST instead: real 28x28 images of 10 clothing classes, from "
+              f"{fashion_mnist_source().what}. Every output names the dataset.",
               file=sys.stderr)
         if OWN_ARCHIVE_HINT not in str(e):
             print(f"[q1] {OWN_ARCHIVE_HINT[0].upper()}{OWN_ARCHIVE_HINT[1:]}.", file=sys.stderr)

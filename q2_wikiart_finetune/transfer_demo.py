@@ -31,7 +31,7 @@ from q2_wikiart_finetune.task import MODES, Task
 from q2_wikiart_finetune.task import write as write_prototxts
 from tools import caffe_runner, paths
 from tools.cli import exit_on
-from tools.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist, stratified_subset
+from tools.datasets import FASHION_MNIST_CLASSES, DatasetError, load_fashion_mnist, stratified_subset
 from tools.fileio import atomic_path, write_if_changed, write_text
 from tools.parse_log import parse_log
 from tools.plot_log import plot_runs
@@ -266,7 +266,7 @@ def main(argv=None):
             for mode in modes:
                 print(write_prototxts(task, mode, paths.REPO))
         return
-    with exit_on(ValueError, FileNotFoundError):
+    with exit_on(DatasetError, ValueError, FileNotFoundError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         run(gpu=a.gpu or None)
 
