@@ -35,7 +35,7 @@ from q1_dropout_augment import data, nets
 from tools import caffe_runner, locks, paths
 from tools.cli import exit_on
 from tools.datasets import DatasetError
-from tools.draw_net import draw
+from tools.draw_net import draw, graphviz_missing
 from tools.fileio import write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
@@ -185,7 +185,8 @@ def summarise(name, spec, info, logs: dict, out: Path, full: dict | None = None)
         else:
             reading += "no regulariser beat the baseline on validation accuracy in this run."
         lines.append(reading)
-    lines += ["", "Figures: `val_loss_vs_iter.png`, `accuracy_vs_iter.png`, `val_loss_all.png`; nets: `nets/`."]
+    nets_note = "; nets: `nets/`" if (out / "nets").is_dir() else ""  # none drawn without Graphviz
+    lines += ["", f"Figures: `val_loss_vs_iter.png`, `accuracy_vs_iter.png`, `val_loss_all.png`{nets_note}."]
     text = "\n".join(lines) + "\n"
     write_text(out / "summary.md", text)
     return text
@@ -213,6 +214,9 @@ def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=
             print(f"[q1] settings other than the defaults: this run is kept in {out_rel}/ (settings.json says which); "
                   f"the default run in results/q1/{name}/ is left as it is")
         logs, full = {}, {}
+        no_diagrams = graphviz_missing()
+        if no_diagrams:
+            print(f"[q1] {no_diagrams}")
         for i, variant in enumerate(variants, 1):
             folder = net_folder(spec, variant, out_rel)
             nets.write(spec, variant, repo, folder, run_folder=f"{out_rel}/{variant}")
@@ -229,10 +233,10 @@ def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=
             logs[variant] = parse_log(run_dir / "train.log")
             full[variant] = full_validation(repo, folder, run_dir, spec, gpu)
             write_csvs(logs[variant], run_dir, "train.log")
-            (out / "nets").mkdir(parents=True, exist_ok=True)
             png = out / "nets" / f"{variant}.png"
-            if not png.exists() or png.stat().st_mtime < (repo / folder / "train_val.prototxt").stat().st_mtime:
-                draw(repo / folder / "train_val.prototxt", png, phase="TRAIN")
+            prototxt = repo / folder / "train_val.prototxt"
+            if not no_diagrams and (not png.exists() or png.stat().st_mtime < prototxt.stat().st_mtime):
+                draw(prototxt, png, phase="TRAIN")
         pair = {v: logs[v] for v in ("baseline", "dropout") if v in logs} or logs
         plot_runs(pair, "loss", out / "val_loss_vs_iter.png", test_nets=TEST_NETS, test_indices=[0],
                   title=f"{name}: validation loss with and without dropout (training loss faint)")

@@ -350,6 +350,22 @@ def test_bad_input_is_refused_before_training(tmp_path, fashion):
 
 
 @pytest.mark.slow
+def test_experiment_without_graphviz_skips_the_net_diagrams_in_one_line(tmp_path, monkeypatch, capsys):
+    from tools.draw_net import GRAPHVIZ_MISSING
+
+    no_dot = tmp_path / "bin-without-dot"  # the Caffe binaries are found by their full path, not through PATH
+    no_dot.mkdir()
+    monkeypatch.setenv("PATH", str(no_dot))
+    out = experiment.run("fashion-mnist", per_class=2, seed=0, variants=["baseline", "dropout"], max_iter=4,
+                         repo=tmp_path / "repo", progress=False)
+    printed = capsys.readouterr()
+    said = [line for line in (printed.out + printed.err).splitlines() if "dot" in line or "diagram" in line]
+    assert said == [f"[q1] {GRAPHVIZ_MISSING}"]
+    assert not (out / "nets").exists() and (out / "val_loss_vs_iter.png").exists()
+    assert "`val_loss_all.png`." in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
 def test_experiment_end_to_end_writes_plots_and_summary(tmp_path, capsys):
     out = experiment.run("fashion-mnist", per_class=5, seed=0, variants=["baseline", "dropout"], max_iter=4,
                          repo=tmp_path, progress=False)

@@ -256,6 +256,30 @@ def test_draw_net(tmp_path, two_test_solver):
     assert (tmp_path / "net.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def tiny_net_prototxt(path):
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 1, 28, 28]))
+    n.fc = L.InnerProduct(n.data, num_output=10)
+    return write_prototxt(path, n.to_proto())
+
+
+def test_draw_net_without_graphviz_exits_1_with_one_line(tmp_path, monkeypatch):
+    from tools.draw_net import GRAPHVIZ_MISSING, GraphvizMissing, draw
+
+    net = tiny_net_prototxt(tmp_path / "net.prototxt")
+    no_dot = tmp_path / "bin-without-dot"  # a PATH where Graphviz's dot is not; the interpreter is named in full
+    no_dot.mkdir()
+    out = subprocess.run([sys.executable, "-m", "tools.draw_net", str(net), str(tmp_path / "net.png")], cwd=REPO,
+                         env={**os.environ, "PATH": str(no_dot)}, capture_output=True, text=True)
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", GRAPHVIZ_MISSING + "\n")
+    assert GRAPHVIZ_MISSING == ("net diagrams skipped: Graphviz's `dot` is not installed (apt-get install graphviz, "
+                                "brew install graphviz, or conda install graphviz)")
+    monkeypatch.setenv("PATH", str(no_dot))
+    with pytest.raises(GraphvizMissing):
+        draw(net, tmp_path / "net.svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin-without-dot", "net.prototxt"]
+
+
 @pytest.mark.parametrize("module", ["tools.caffe_runner", "tools.parse_log", "tools.plot_log", "tools.draw_net"])
 def test_cli_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)

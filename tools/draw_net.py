@@ -1,18 +1,40 @@
 """Draw a net prototxt as a picture with Caffe's own `caffe.draw` (pydot + Graphviz).
 
     python -m tools.draw_net models/q1/fashion-mnist/baseline/train_val.prototxt baseline.png
+
+caffe.draw needs Graphviz's `dot` program. Without it `draw` raises GraphvizMissing, whose message is the
+one line a caller prints when it skips its diagrams (`graphviz_missing()` says so before any work), and
+this command exits 1 with that line.
 """
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from google.protobuf import text_format
 
 from tools.fileio import atomic_path
 
+GRAPHVIZ_FIX = "apt-get install graphviz, brew install graphviz, or conda install graphviz"
+GRAPHVIZ_MISSING = f"net diagrams skipped: Graphviz's `dot` is not installed ({GRAPHVIZ_FIX})"
+
+
+class GraphvizMissing(RuntimeError):
+    """Graphviz's `dot` is not on PATH; the message is GRAPHVIZ_MISSING."""
+
+
+def graphviz_missing() -> str | None:
+    """GRAPHVIZ_MISSING when pydot cannot find `dot` on PATH (where it looks), else None."""
+    return None if shutil.which("dot") else GRAPHVIZ_MISSING
+
 
 def draw(prototxt, out, rankdir="LR", phase=None) -> Path:
-    """Render `prototxt` to `out` (.png, .svg or .pdf by its suffix); `phase` TRAIN/TEST filters layers."""
+    """Render `prototxt` to `out` (.png, .svg or .pdf by its suffix); `phase` TRAIN/TEST filters layers.
+    Raises GraphvizMissing without Graphviz's `dot`."""
+    missing = graphviz_missing()
+    if missing:
+        raise GraphvizMissing(missing)
     import caffe.draw
     from caffe.proto import caffe_pb2
 
@@ -40,6 +62,9 @@ def main(argv=None):
         raise SystemExit(f"error: no such prototxt: {a.prototxt}")
     try:
         print(draw(a.prototxt, a.out, a.rankdir, a.phase))
+    except GraphvizMissing as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(1) from None
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
 
