@@ -280,6 +280,19 @@ def test_draw_net_without_graphviz_exits_1_with_one_line(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin-without-dot", "net.prototxt"]
 
 
+def test_doctor_without_graphviz_lists_it_and_fails_on_nothing_else(tmp_path, monkeypatch, capsys):
+    from tools import doctor
+
+    status = doctor.main()
+    assert "[ok  ] graphviz dot" in capsys.readouterr().out
+    (tmp_path / "bin-without-dot").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin-without-dot"))
+    assert doctor.main() == status
+    out = capsys.readouterr().out
+    assert "[--  ] graphviz dot           missing: net diagrams are skipped\n" in out
+    assert "fix: apt-get install graphviz, brew install graphviz, or conda install graphviz\n" in out
+
+
 @pytest.mark.parametrize("module", ["tools.caffe_runner", "tools.parse_log", "tools.plot_log", "tools.draw_net"])
 def test_cli_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)

@@ -1,8 +1,9 @@
 """`make doctor`: what this toolkit has to work with, and the exact fix for what is missing.
 
-Exits non-zero when something the toolkit needs is missing (Caffe, pycaffe, its tools, Graphviz,
-the offline dataset); data and weights that only some commands need are listed with the command that
-fetches them, without failing.
+Exits non-zero when something the toolkit needs is missing (Caffe, pycaffe, its tools) or when the copy of
+Fashion-MNIST it would read is broken; Graphviz (net diagrams, skipped without it), Fashion-MNIST not yet
+downloaded, and data and weights that only some commands need are listed with the command that fetches
+them, without failing.
 """
 
 import os
@@ -11,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools import paths
-
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+from tools import datasets, paths
+from tools.draw_net import GRAPHVIZ_FIX
 
 
 def check(required, name, ok, detail, fix=""):
@@ -41,6 +41,26 @@ def build_line(info: dict, gpu: bool) -> str:
     if variant and variant.lower() not in ("cpu", "gpu"):
         line += f", variant {variant}"
     return line + f"; built {info.get('built', '?')}"
+
+
+def fashion_mnist(py) -> bool:
+    """Which copy of Fashion-MNIST the toolkit reads (datasets.fashion_mnist_source), checked by reading it.
+    False only when that copy is broken; one not yet downloaded is listed with the command that fetches it."""
+    source = datasets.fashion_mnist_source()
+    here = [n for n in datasets.FASHION_MNIST_FILES if datasets.fashion_mnist_file(source.folder, n).exists()]
+    if source.download and len(here) < len(datasets.FASHION_MNIST_FILES):
+        have = f" ({len(here)} of its 4 files here)" if here else ""
+        return check(False, "Fashion-MNIST", False,
+                     f"not here yet{have}: downloaded into {source.folder}/ on first use from "
+                     f"{datasets.fashion_mnist_url('')} (30 MB)",
+                     f"{py} -m tools.datasets downloads it now; or set FASHION_MNIST_DIR to a folder with the four "
+                     "files you have, or apt-get install dataset-fashion-mnist")
+    try:
+        datasets.load_fashion_mnist(download=False)
+    except datasets.DatasetError as e:
+        problem, _, fix = str(e).partition(". Fix: ")
+        return check(True, "Fashion-MNIST", False, problem, fix)
+    return check(True, "Fashion-MNIST", True, f"{source.folder} ({source.what})")
 
 
 def main() -> int:
@@ -100,12 +120,11 @@ def main() -> int:
         check(False, "nvidia-smi", False, "no NVIDIA driver on this machine: CPU only")
 
     print("Tools")
-    good &= check(True, "graphviz dot", bool(shutil.which("dot")), shutil.which("dot") or "missing",
-                  "apt-get install graphviz (make setup does)")
+    check(False, "graphviz dot", bool(shutil.which("dot")), shutil.which("dot") or "missing: net diagrams are skipped",
+          GRAPHVIZ_FIX)
 
     print("Data and weights")
-    fm = os.path.isfile(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz"))
-    good &= check(True, "Fashion-MNIST", fm, FASHION_MNIST, "apt-get install dataset-fashion-mnist (make setup does)")
+    good &= fashion_mnist(py)
     optional = [
         ("CIFAR-10", paths.DATA / "cifar10" / "cifar-10-python.tar.gz", "make q1 DATASET=cifar10 (downloads it)"),
         ("WikiArt images", paths.DATA / "wikiart" / "train.txt", f"{py} q2_wikiart_finetune/download_wikiart.py"),
