@@ -20,10 +20,12 @@ Q2_TIMEOUT ?= 30
 Q2_FROM_DIR ?=
 GPU_FLAG = $(if $(GPU),--gpu $(GPU),)
 
-.PHONY: help setup doctor test test-fast lint demo q1 q2 q3 q3-notebooks bench prototxts caffe-selftest portability readme
+.PHONY: help setup doctor test test-fast lint demo q1 q2 q3 q3-notebooks bench prototxts caffe-selftest portability readme \
+	wheel wheel-here portability-wheel container
 
 help:
-	@echo "make setup    build Caffe (cached outside the clone) and .venv; CAFFE_GPU=1 for CUDA"
+	@echo "make setup    .venv with Caffe: from a wheel (CAFFE_WHEEL=path-or-URL, or one in dist/; no root, no compiler),"
+	@echo "              else built from Debian's source (cached outside the clone); CAFFE_GPU=1 for CUDA"
 	@echo "make doctor   report the Caffe build, pycaffe, GPUs, datasets and weights"
 	@echo "make demo     the whole toolkit offline on Fashion-MNIST (results/demo/index.md)"
 	@echo "make test     setup, then the test suite"
@@ -35,11 +37,16 @@ help:
 	@echo "              WEIGHTS=path uses a bvlc_alexnet.caffemodel you have)"
 	@echo "make bench    stock Caffe, the OpenMP build and PyTorch side by side, into bench/results.md (~20 minutes)"
 	@echo "make test-fast  the tests that train nothing (-m \"not slow\")"
-	@echo "make readme   rewrite README.md's measured sections from the committed results (demo, bench)"
+	@echo "make readme   rewrite README.md's measured sections from the committed results (demo, bench; wheels and"
+	@echo "              clean-root runs from dist/ and results/portability/ into docs/install.json)"
 	@echo "make q3-notebooks  re-execute Q3's notebooks on the demo model into the committed .ipynb"
 	@echo "make lint     ruff"
 	@echo "make caffe-selftest  Caffe's own GoogleTest suite for the layers our patches touch, 1 and 2 threads"
 	@echo "make portability     setup + test in clean Debian 12 and 13 roots (debootstrap; root; slow)"
+	@echo "make wheel    the bvlc-caffe wheels (cp311 on Debian 12, cp313 on Debian 13) in clean roots, into dist/ (root)"
+	@echo "make wheel-here      the wheel for this machine's Debian and python3, built here, into dist/"
+	@echo "make portability-wheel  no root, no compiler: make setup CAFFE_WHEEL=... && make test in clean roots (root)"
+	@echo "make container       the CPU container image (Dockerfile) with podman, make test inside the build (root)"
 	@echo "GPU=0 (or 0,1) runs on CUDA devices; needs make setup CAFFE_GPU=1"
 
 demo: setup
@@ -82,6 +89,7 @@ test-fast: setup
 readme: setup
 	$(PY) demo.py --readme
 	$(PY) -m bench.run --readme-only
+	$(PY) -m tools.install_report --publish
 
 lint: setup
 	$(PY) -m ruff check .
@@ -94,6 +102,24 @@ q3-notebooks: setup
 # Caffe's own GoogleTest suite, built once beside the cached build, for what our patches touch
 caffe-selftest: setup
 	@bash tools/setup/selftest.sh
+
+# Caffe as a wheel (tools/wheel/), built in clean Debian roots; WHEEL_RELEASES picks the releases
+WHEEL_RELEASES ?= bookworm trixie
+wheel:
+	@for r in $(WHEEL_RELEASES); do bash tools/portability/wheel.sh build $$r || exit 1; done
+	@ls -l dist/*.whl
+
+WHEEL_OUT ?= dist
+wheel-here:
+	bash tools/wheel/build_wheel.sh $(WHEEL_OUT)
+
+# an ordinary user without a compiler or sudo: make setup CAFFE_WHEEL=... && make test, in clean roots
+portability-wheel:
+	@for r in $(WHEEL_RELEASES); do bash tools/portability/wheel.sh check $$r || exit 1; done
+
+# the container image (Dockerfile), built with podman from a debootstrapped trixie base, make test inside
+container:
+	bash tools/portability/container.sh
 
 # make setup && make test inside clean Debian roots (tools/portability/debian-chroot.sh)
 portability:

@@ -28,7 +28,8 @@ def caffe_prefix() -> Path:
 
 
 def caffe_python_dir() -> Path:
-    for d in (caffe_prefix() / "lib/python3/dist-packages", caffe_prefix() / "python"):
+    # a source build's prefix (Debian's layout, or Caffe's own), or a wheel's site-packages
+    for d in (caffe_prefix() / "lib/python3/dist-packages", caffe_prefix() / "python", caffe_prefix()):
         if (d / "caffe").is_dir():
             return d
     raise SetupError(f"{caffe_prefix()} has no pycaffe: rerun `make setup`")
@@ -47,18 +48,27 @@ def caffe_tool(name: str = "caffe") -> Path:
 
 @cache
 def build_info() -> dict[str, str]:
-    """key=value lines that build_caffe.sh wrote into the prefix (variant, flags, date)."""
-    marker = caffe_prefix() / ".complete"
-    if not marker.exists():
-        return {"variant": "unknown (CAFFE_ROOT install)"}
-    return dict(line.split("=", 1) for line in marker.read_text().splitlines() if "=" in line)
+    """key=value lines that build_caffe.sh wrote into the prefix, or the wheel carries (variant, flags, date)."""
+    for marker in (caffe_prefix() / ".complete", caffe_prefix() / "caffe_tools/build-info.txt"):
+        if marker.exists():
+            return dict(line.split("=", 1) for line in marker.read_text().splitlines() if "=" in line)
+    return {"variant": "unknown (CAFFE_ROOT install)"}
+
+
+def libcaffe() -> Path:
+    """The libcaffe.so in use: in a build's lib/, or where auditwheel put it in a wheel (bvlc_caffe.libs/)."""
+    for pattern in ("lib/libcaffe.so*", "bvlc_caffe.libs/libcaffe*.so*"):
+        found = sorted(caffe_prefix().glob(pattern))
+        if found:
+            return found[0]
+    raise SetupError(f"no libcaffe.so under {caffe_prefix()}: rerun `make setup`")
 
 
 def is_gpu_build() -> bool:
     variant = build_info().get("variant", "")
     if variant.startswith("unknown"):
         # A Caffe we did not build: a CUDA libcaffe names the CUDA runtime it links.
-        return any(b"libcudart" in lib.read_bytes() for lib in (caffe_prefix() / "lib").glob("libcaffe.so*"))
+        return b"libcudart" in libcaffe().read_bytes()
     return variant.startswith("gpu")
 
 

@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
 # `make setup && make test` in a clean Debian root, as a new user would run them.
 #
-#   bash tools/portability/debian-chroot.sh RELEASE [--head] [--keep]     (RELEASE: bookworm, trixie, ...)
+#   bash tools/portability/debian-chroot.sh RELEASE [--head] [--keep] [--packages FILE] [--cache DIR]
+#        [--bind HOST:INSIDE[:rw]]... [--env NAME=VALUE]... [--step 'COMMAND']...     (RELEASE: bookworm, trixie)
+#
+# Without options it runs `make setup` then `make test` as a user with sudo. The options make the other
+# clean-root jobs from the same parts (see the Makefile's wheel and portability-wheel targets):
+#   --packages FILE  the root holds these Debian packages (one per line, '#' comments) instead of the
+#                    default "ca-certificates git make sudo"; cached per list. Without sudo in the list,
+#                    the student has no root at all (the no-root, no-compiler check of the wheel).
+#   --cache DIR      DIR (on the host) is the student's ~/.cache/caffe-toolkit, kept between runs
+#                    (the wheel build's OpenCV and Caffe).
+#   --bind H:I[:rw]  the host's H at I inside, read-only unless :rw (a wheel, data, an output folder).
+#   --env N=V        set for the student's commands.
+#   --step CMD       a command the student runs in ~/caffe-toolkit, timed; repeatable; replaces the
+#                    default steps.
+#   --label NAME     the run's name in its result file, results/portability/RELEASE-NAME.json (steps and
+#                    their seconds, the pytest summary line, versions, load average, date), which
+#                    `make readme` publishes (tools/install_report.py).
 #
 # Needs root (debootstrap, chroot, mounts); installs debootstrap when missing. It
 #   1. builds a minimal root of RELEASE once with debootstrap (minbase plus git, make, sudo,
@@ -37,24 +53,39 @@ set -euo pipefail
 # All in one function, so bash has read the whole script before it runs any of it (editing the file
 # during a run then cannot change the run).
 main() {
-  usage() { echo "usage: $0 RELEASE [--head] [--keep]   (e.g. bookworm, trixie)" >&2; exit 2; }
+  local all_args=("$@")
+  usage() { echo "usage: $0 RELEASE [--head] [--keep] [--packages FILE] [--cache DIR] [--bind H:I[:rw]] [--env N=V] [--step CMD]" >&2; exit 2; }
   release=
   head_only=0
   keep=0
-  for arg in "$@"; do
-    case $arg in
+  packages_file=
+  cache_dir=
+  binds=()
+  student_env=()
+  steps=()
+  label=setup-test
+  while (($#)); do
+    case $1 in
       --head) head_only=1 ;;
       --keep) keep=1 ;;
+      --packages) packages_file=${2:?}; shift ;;
+      --cache) cache_dir=${2:?}; shift ;;
+      --bind) binds+=("${2:?}"); shift ;;
+      --env) student_env+=("${2:?}"); shift ;;
+      --step) steps+=("${2:?}"); shift ;;
+      --label) label=${2:?}; shift ;;
       -*) usage ;;
-      *) [[ -z $release ]] || usage; release=$arg ;;
+      *) [[ -z $release ]] || usage; release=$1 ;;
     esac
+    shift
   done
+  ((${#steps[@]})) || steps=("make setup" "make test")
   [[ $release =~ ^[a-z]+$ ]] || usage
 
   say() { printf '[portability %s] %s\n' "$release" "$*"; }
   fail() { printf '[portability %s] FAILED: %s\n' "$release" "$*" >&2; exit 1; }
 
-  ((EUID == 0)) || fail "run as root (debootstrap, chroot and mounts need it): sudo bash $0 $*"
+  ((EUID == 0)) || fail "run as root (debootstrap, chroot and mounts need it): sudo bash $0 ${all_args[*]}"
   if ! command -v debootstrap >/dev/null; then  # a new machine: install it, as make setup installs what it needs
     say "installing debootstrap"
     { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap; } \
@@ -74,7 +105,7 @@ main() {
   # away with it, whatever happens to this script.
   if [[ -z ${CAFFE_PORTABILITY_INNER:-} ]]; then
     export CAFFE_PORTABILITY_INNER=1
-    exec unshare --mount --propagation private -- bash "$0" "$@"
+    exec unshare --mount --propagation private -- bash "$0" "${all_args[@]}"
   fi
 
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -165,14 +196,22 @@ main() {
   }
 
   # ---- 1. the cached clean root ------------------------------------------------------------------
+  root_packages=ca-certificates,git,make,sudo
   root=$roots/$release
+  if [[ -n $packages_file ]]; then
+    [[ -f $packages_file ]] || fail "no package list $packages_file"
+    root_packages=$(sed -e 's/#.*//' "$packages_file" | tr -s ' \t\n' '\n' | sed '/^$/d' | sort -u | paste -sd, -)
+    root=$roots/$release-$(printf '%s' "$root_packages" | sha256sum | cut -c1-10)
+  fi
+  with_sudo=0
+  [[ ,$root_packages, == *,sudo,* ]] && with_sudo=1
   if [[ ! -f $root/.complete ]]; then
     [[ -e $root ]] && fail "$root exists but is incomplete: remove it and rerun"
     building=$(mktemp -d "$roots/.$release.building.XXXXXX")
     chmod 755 "$building"
     say "debootstrap $release from $mirror into $building (once; a few minutes)"
     t=$SECONDS
-    debootstrap --variant=minbase --include=ca-certificates,git,make,sudo \
+    debootstrap --variant=minbase --include="$root_packages" \
       "$release" "$building" "$mirror" >"$roots/logs/debootstrap-$release.log" 2>&1 &
     wait $! || fail "debootstrap (log: $roots/logs/debootstrap-$release.log)"
     # debootstrap mounted /proc and /sys in the root for its second stage; it should have unmounted them
@@ -196,11 +235,14 @@ main() {
       in_root "$building" update-ca-certificates >>"$roots/logs/debootstrap-$release.log" 2>&1
     fi
     in_root "$building" useradd --create-home --shell /bin/bash student
-    echo 'student ALL=(ALL) NOPASSWD: ALL' >"$building/etc/sudoers.d/student"
-    chmod 440 "$building/etc/sudoers.d/student"
+    if ((with_sudo)); then
+      echo 'student ALL=(ALL) NOPASSWD: ALL' >"$building/etc/sudoers.d/student"
+      chmod 440 "$building/etc/sudoers.d/student"
+    fi
     in_root "$building" apt-get clean
     {
       echo "release=$release"
+      echo "packages=$root_packages"
       echo "mirror=$mirror"
       echo "built=$(date -u +%FT%TZ)"
       echo "debootstrap_seconds=$((SECONDS - t))"
@@ -226,6 +268,18 @@ main() {
   mkdir -p "$m/src"
   do_mount "$m/src" --bind "$repo"
   mount -o remount,bind,ro "$m/src"
+  if [[ -n $cache_dir ]]; then  # the student's build cache, kept on the host between runs
+    mkdir -p "$cache_dir" "$m/home/student/.cache/caffe-toolkit"
+    chown "$(stat -c %u:%g "$m/home/student")" "$cache_dir"
+    do_mount "$m/home/student/.cache/caffe-toolkit" --bind "$cache_dir"
+  fi
+  for spec in "${binds[@]}"; do
+    IFS=: read -r host_path inside mode <<<"$spec"
+    [[ -e $host_path && $inside == /* ]] || fail "--bind $spec: needs an existing HOST path and an absolute INSIDE path"
+    if [[ -d $host_path ]]; then mkdir -p "$m$inside"; else mkdir -p "$(dirname "$m$inside")" && touch "$m$inside"; fi
+    do_mount "$m$inside" --bind "$host_path"
+    [[ $mode == rw ]] || mount -o remount,bind,ro "$m$inside"
+  done
   cp /etc/resolv.conf "$m/etc/resolv.conf"
   grep -q localhost "$m/etc/hosts" 2>/dev/null || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n' >>"$m/etc/hosts"
 
@@ -236,7 +290,7 @@ main() {
   done
   as_student() {
     chroot --userspec=student:student "$m" /usr/bin/env -i HOME=/home/student USER=student LOGNAME=student \
-      SHELL=/bin/bash PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 "${passenv[@]}" /bin/bash -c "$1"
+      SHELL=/bin/bash PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 "${passenv[@]}" "${student_env[@]}" /bin/bash -c "$1"
   }
   # prefix each output line with the time since the start, so the log shows what took how long
   timed() { while IFS= read -r line; do printf '%7s  %s\n' "$(elapsed)" "$line"; done; }
@@ -262,29 +316,44 @@ main() {
   say "system: $(in_root "$m" bash -c '. /etc/os-release; echo "$PRETTY_NAME"')"
 
   status=0
-  t=$SECONDS
-  say "make setup"
-  student_step 'cd ~/caffe-toolkit && make setup' &
-  wait $! || status=$?
-  setup_s=$((SECONDS - t))
-  test_s=0
-  if ((status == 0)); then
+  times=()
+  step_seconds=()
+  load_start=$(cut -d' ' -f1 /proc/loadavg)
+  for cmd in "${steps[@]}"; do
     t=$SECONDS
-    say "make test"
-    student_step 'cd ~/caffe-toolkit && make test' &
+    say "$cmd"
+    student_step "cd ~/caffe-toolkit && $cmd" &
     wait $! || status=$?
-    test_s=$((SECONDS - t))
-  fi
-  versions=$(as_student '~/caffe-toolkit/.venv/bin/python -c "import sys, numpy; print(\"Python %d.%d.%d\" % sys.version_info[:3], \"numpy\", numpy.__version__)"; gcc --version | head -1' 2>/dev/null | tr '\n' ';' || true)
+    times+=("$cmd $((SECONDS - t))s")
+    step_seconds+=("$cmd" "$((SECONDS - t))")
+    ((status == 0)) || break
+  done
+  versions=$(as_student 'python3 -c "import sys; print(\"Python %d.%d.%d\" % sys.version_info[:3])"; gcc --version 2>/dev/null | head -1 || echo "no compiler"' 2>/dev/null | tr '\n' ';' || true)
   say "versions: $versions"
-  say "times: make setup ${setup_s}s, make test ${test_s}s"
+  times_line=$(printf '%s, ' "${times[@]}")
+  times_line=${times_line%, }
+  say "times: $times_line"
+  pytest_line=$(grep -aE '[0-9]+ (passed|failed)' "$log" | tail -1 | sed -E 's/^ *[0-9]+m[0-9]+s +//; s/=//g; s/^ +| +$//g' || true)
+  mkdir -p "$repo/results/portability"
+  python3 - "$repo/results/portability/$release-$label.json" "$release" "$label" "$status" "$versions" \
+    "$pytest_line" "$load_start $(cut -d' ' -f1 /proc/loadavg)" "$(nproc)" "$root_packages" "${step_seconds[@]}" <<'PY' || true
+import json, os, sys, time
+path, release, label, status, versions, pytest_line, load, cores, packages, *steps = sys.argv[1:]
+result = {"release": release, "label": label, "result": "passed" if status == "0" else f"failed (exit {status})",
+          "steps": [{"command": c, "seconds": int(s)} for c, s in zip(steps[::2], steps[1::2])],
+          "pytest": pytest_line, "versions": versions.strip(";"), "root_packages": packages.split(","),
+          "load_average_start_end": load, "cores": int(cores), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+with open(path + ".tmp", "w") as f:
+    json.dump(result, f, indent=1)
+os.replace(path + ".tmp", path)
+PY
   if ((status != 0)); then
     dest=$roots/logs/$release-$stamp-setup-logs
     cp -r "$m/home/student/.cache/caffe-toolkit/logs" "$dest" 2>/dev/null && say "the root's setup logs: $dest"
     say "RESULT: FAILED (exit $status)"
     exit "$status"
   fi
-  say "RESULT: PASSED ($release: make setup ${setup_s}s, make test ${test_s}s)"
+  say "RESULT: PASSED ($release: $times_line)"
 }
 main "$@"
 exit

@@ -15,39 +15,7 @@ source "$here/common.sh"
 prefix=${1:?usage: build_caffe.sh PREFIX}
 python=${PYTHON_FOR_CAFFE:-python3}
 logs=$CAFFE_CACHE/logs
-mkdir -p "$logs" "$CAFFE_CACHE/apt/lists/partial" "$CAFFE_CACHE/apt/cache/archives/partial" "$CAFFE_CACHE/src"
-
-# ---- the Debian mirror this machine's apt uses (never a host name written in the repo) ----------
-debian_mirror() {
-  if [[ -n ${DEBIAN_MIRROR:-} ]]; then echo "$DEBIAN_MIRROR"; return; fi
-  local codename
-  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-  apt-get indextargets --format '$(ORIGIN) $(CODENAME) $(REPO_URI)' 2>/dev/null |
-    awk -v c="$codename" '$1 == "Debian" && $2 == c { print $3; exit }'
-}
-
-fetch_source() {
-  local dsc=$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc log=$logs/fetch-source.log
-  if [[ -f $dsc ]]; then return; fi
-  local mirror
-  mirror=$(debian_mirror)
-  [[ -n $mirror ]] ||
-    die "finding the Debian mirror" "-" "run 'apt-get update' once, or set DEBIAN_MIRROR=<your Debian mirror URL>"
-  step "fetching caffe=$CAFFE_DEB_VERSION source from $mirror ($CAFFE_DEB_SUITE)"
-  # Debian's archive keys check the source: on Debian they are trusted anyway; on Ubuntu only this way
-  # (debian-archive-keyring, from debian-packages-ubuntu.txt).
-  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg signed_by=
-  [[ -f $keyring ]] && signed_by="[signed-by=$keyring] "
-  echo "deb-src $signed_by${mirror%/} $CAFFE_DEB_SUITE main" >"$CAFFE_CACHE/apt/sources.list"
-  local apt=(apt-get -o "Dir::Etc::SourceList=$CAFFE_CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$CAFFE_CACHE/apt/lists" -o "Dir::Cache=$CAFFE_CACHE/apt/cache"
-    -o APT::Sandbox::User=root)
-  {
-    "${apt[@]}" update &&
-      (cd "$CAFFE_CACHE/src" && "${apt[@]}" source --download-only "caffe=$CAFFE_DEB_VERSION")
-  } >"$log" 2>&1 || die "fetching the Caffe source package" "$log" \
-    "check that the mirror serves '$CAFFE_DEB_SUITE' (or set DEBIAN_MIRROR), then rerun make setup"
-}
+mkdir -p "$logs"
 
 python_cmake_flags() {
   # Point CMake at the venv's own interpreter, headers and libpython, so pycaffe is compiled for the
@@ -102,7 +70,7 @@ cuda_libraries() {
   echo "$dest"
 }
 
-fetch_source
+fetch_debian_source caffe "$CAFFE_DEB_VERSION" "$CAFFE_DEB_SUITE" Caffe >/dev/null
 
 staging=$(mktemp -d "$CAFFE_CACHE/build.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
@@ -148,12 +116,19 @@ log=$logs/install.log
 make -C "$staging/build" install DESTDIR="$staging/dest" >"$log" 2>&1 ||
   die "make install" "$log" "see the log"
 staged=$staging/dest$prefix
-LD_LIBRARY_PATH=$staged/lib "$staged/bin/caffe" --version >>"$log" 2>&1 ||
-  die "running the built caffe binary" "$log" "see the log"
+if [[ ${CAFFE_FOR_WHEEL:-0} == 1 ]]; then  # the tools are Python modules (patch 0021)
+  LD_LIBRARY_PATH=$staged/lib PYTHONPATH=$staged/lib/python3/dist-packages "$python" -c \
+    'import sys, caffe_tools.tool_caffe as t; sys.exit(t.main(["caffe", "--version"]))' >>"$log" 2>&1 ||
+    die "running the built caffe tool module" "$log" "see the log"
+else
+  LD_LIBRARY_PATH=$staged/lib "$staged/bin/caffe" --version >>"$log" 2>&1 ||
+    die "running the built caffe binary" "$log" "see the log"
+fi
 {
   echo "caffe_deb_version=$CAFFE_DEB_VERSION"
   echo "variant=$([[ ${CAFFE_GPU:-0} == 1 ]] && echo "gpu sm_$(cuda_arch)" || echo cpu)"
   echo "openmp=$([[ $CAFFE_OPENMP == 0 ]] && echo 0 || echo 1)"
+  echo "wheel=${CAFFE_FOR_WHEEL:-0}"
   echo "patches=$patch_set"
   echo "cmake_flags=${flags[*]}"
   echo "built=$(date -u +%FT%TZ)"

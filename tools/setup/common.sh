@@ -81,6 +81,9 @@ caffe_patches() {
   if [[ ${CAFFE_GPU:-0} == 1 ]]; then  # CUDA-only code: CPU builds skip them
     for p in "$setup_dir"/patches-cuda/*.patch; do echo "patches-cuda/$(basename "$p")"; done
   fi
+  if [[ ${CAFFE_FOR_WHEEL:-0} == 1 ]]; then  # the wheel's build (tools/wheel/build_wheel.sh) only
+    for p in "$setup_dir"/../wheel/patches/*.patch; do echo "../wheel/patches/$(basename "$p")"; done
+  fi
 }
 
 # OpenBLAS built for OpenMP (Debian's libopenblas0-openmp): inside the layers' parallel loops it runs
@@ -102,6 +105,10 @@ caffe_cmake_flags() {
   if [[ $CAFFE_OPENMP != 0 ]]; then
     echo -DUSE_OPENMP=ON -DOpenBLAS_LIB="$(openblas_openmp_lib)"
   fi
+  if [[ ${CAFFE_FOR_WHEEL:-0} == 1 ]]; then
+    # no libpython linked, the tools as Python modules (patch 0021); the reduced OpenCV (build_opencv.sh)
+    echo -DBUILD_python_wheel=ON -DOpenCV_DIR="${OPENCV_DIR:?the wheel build needs OPENCV_DIR}"
+  fi
   if [[ ${CAFFE_GPU:-0} == 1 ]]; then
     local arch
     arch=$(cuda_arch)
@@ -122,6 +129,7 @@ build_key() {
   pyver=$("$python" -c 'import sys, numpy; print("py%d.%d.%d-np%s" % (sys.version_info[:3] + (numpy.__version__,)))')
   if [[ ${CAFFE_GPU:-0} == 1 ]]; then variant=gpu-sm$(cuda_arch); else variant=cpu; fi
   [[ $CAFFE_OPENMP == 0 ]] && variant=$variant-stock
+  [[ ${CAFFE_FOR_WHEEL:-0} == 1 ]] && variant=$variant-wheel
   echo "caffe-${CAFFE_DEB_VERSION//+/-}-$recipe-$pyver-$variant"
 }
 
@@ -133,6 +141,47 @@ unpack_patched_source() {
   for p in $patches; do
     echo "== $p" && patch -d "$dest" -p1 --forward --batch <"$setup_dir/$p" || return 1
   done
+}
+
+# ---- Debian source packages ---------------------------------------------------------------------
+# The Debian mirror this machine's apt uses (never a host name written in the repo), or DEBIAN_MIRROR.
+debian_mirror() {
+  if [[ -n ${DEBIAN_MIRROR:-} ]]; then echo "$DEBIAN_MIRROR"; return; fi
+  apt-get indextargets --format '$(ORIGIN) $(CODENAME) $(REPO_URI)' 2>/dev/null |
+    awk -v c="$(os_field VERSION_CODENAME)" '$1 == "Debian" && $2 == c { print $3; exit }'
+}
+
+# fetch_debian_source PACKAGE VERSION SUITE [NAME]: PACKAGE's source (.dsc and tarballs) into $CAFFE_CACHE/src,
+# once, through a private apt configuration (own sources file, lists and cache under $CAFFE_CACHE/apt-SUITE),
+# so the machine's apt sources stay untouched and no root is needed. VERSION may be empty (the suite's).
+# Prints the .dsc's path.
+fetch_debian_source() {
+  local package=$1 version=$2 suite=$3 name=${4:-$1} dsc
+  local dir=$CAFFE_CACHE/apt-$suite log=$CAFFE_CACHE/logs/fetch-source-$package.log
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$CAFFE_CACHE/src" "$CAFFE_CACHE/logs"
+  dsc=$(compgen -G "$CAFFE_CACHE/src/${package}_${version:-*}.dsc" | sort -V | tail -1 || true)
+  if [[ -n $dsc ]]; then echo "$dsc"; return; fi
+  local mirror
+  mirror=$(debian_mirror)
+  [[ -n $mirror ]] ||
+    die "finding the Debian mirror" "-" "run 'apt-get update' once, or set DEBIAN_MIRROR=<your Debian mirror URL>"
+  step "fetching the $package${version:+=$version} source from $mirror ($suite)" >&2
+  # Debian's archive keys check the source: on Debian they are trusted anyway; on Ubuntu only this way
+  # (debian-archive-keyring, from debian-packages-ubuntu.txt).
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg signed_by=
+  [[ -f $keyring ]] && signed_by="[signed-by=$keyring] "
+  echo "deb-src $signed_by${mirror%/} $suite main" >"$dir/sources.list"
+  local apt=(apt-get -o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache")
+  ((EUID == 0)) && apt+=(-o APT::Sandbox::User=root)
+  {
+    "${apt[@]}" update &&
+      (cd "$CAFFE_CACHE/src" && "${apt[@]}" source --download-only "$package${version:+=$version}")
+  } >"$log" 2>&1 || die "fetching the $name source package" "$log" \
+    "check that the mirror serves '$suite' (or set DEBIAN_MIRROR), then rerun"
+  dsc=$(compgen -G "$CAFFE_CACHE/src/${package}_${version:-*}.dsc" | sort -V | tail -1 || true)
+  [[ -n $dsc ]] || die "fetching the $name source package" "$log" "apt-get source left no .dsc: see the log"
+  echo "$dsc"
 }
 
 # Compute capability for the CUDA build: CUDA_ARCH, else the first GPU nvidia-smi sees.

