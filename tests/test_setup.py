@@ -158,11 +158,11 @@ def test_release_lists_name_packages_and_bring_the_system_python():
 def test_setup_on_ubuntu_prints_advice_instead_of_failing_at_the_fetch(tmp_path, fields):
     env = {k: v for k, v in os.environ.items() if k not in ("CAFFE_ROOT", "DEBIAN_MIRROR")}
     out = subprocess.run(["bash", str(SETUP / "setup.sh")], capture_output=True, text=True, cwd=REPO,
-                         env={**env, "OS_RELEASE": str(os_release(tmp_path, **fields)),
+                         env={**env, "OS_RELEASE": str(os_release(tmp_path, **fields)), "CAFFE_WHEEL": "0",
                               "CAFFE_CACHE": str(tmp_path / "cache"), "VENV": str(tmp_path / "venv")})
     assert out.returncode != 0
     assert f"This is Ubuntu {fields['VERSION_ID']}" in out.stdout
-    for advice in ("DEBIAN_MIRROR=", "CAFFE_ROOT=", "24.04", "22.04", "NOT TESTED", "debian-chroot.sh"):
+    for advice in ("CAFFE_WHEEL=", "DEBIAN_MIRROR=", "CAFFE_ROOT=", "24.04", "22.04", "NOT TESTED", "debian-chroot.sh"):
         assert advice in out.stdout, advice
     fail = [ln for ln in out.stderr.splitlines() if "FAILED" in ln]
     assert len(fail) == 1 and "Ubuntu" in fail[0] and "Fix:" in fail[0]
@@ -208,3 +208,13 @@ def test_portability_script_refuses_unknown_releases_before_doing_anything(tmp_p
     unknown = subprocess.run(["bash", str(script), "nosuchrelease"], capture_output=True, text=True, env=env)
     assert unknown.returncode != 0 and "FAILED" in unknown.stderr
     assert not (tmp_path / "roots").exists()
+
+
+def test_a_missing_wheel_is_one_clear_line_before_anything_is_made(tmp_path):
+    out = subprocess.run(["bash", str(SETUP / "setup.sh")], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "CAFFE_WHEEL": str(tmp_path / "bvlc_caffe-nope.whl"),
+                              "VENV": str(tmp_path / "venv"), "CAFFE_CACHE": str(tmp_path / "cache")})
+    assert out.returncode != 0
+    fail = [ln for ln in out.stderr.splitlines() if "FAILED" in ln]
+    assert len(fail) == 1 and "bvlc_caffe-nope.whl" in fail[0] and "make wheel" in fail[0], out.stderr
+    assert not (tmp_path / "venv").exists() and "apt" not in out.stdout

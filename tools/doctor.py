@@ -40,6 +40,10 @@ def build_line(info: dict, gpu: bool) -> str:
     variant = info.get("variant", "")
     if variant and variant.lower() not in ("cpu", "gpu"):
         line += f", variant {variant}"
+    if info.get("wheel") == "1":
+        line += ", from the bvlc-caffe wheel"
+    if info.get("openmp") == "1":
+        line += ", OpenMP layers"
     return line + f"; built {info.get('built', '?')}"
 
 

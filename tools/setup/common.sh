@@ -44,6 +44,9 @@ ubuntu_advice() {
 [setup] This is Ubuntu $ver. make setup builds Caffe from Debian's source package, which Ubuntu's
 [setup] mirrors do not carry, and Ubuntu has no Caffe package after 20.04. make setup is tested on
 [setup] Debian 12 and 13 only; on Ubuntu (NOT TESTED):
+[setup]  - Any release, no root needed: the bvlc-caffe wheel (make wheel on a Debian machine, or the file
+[setup]    your course staff hands out) with a Python 3.11 or 3.13 (uv python install 3.13):
+[setup]      make setup PYTHON=<that python> CAFFE_WHEEL=<the wheel's path or URL>
 [setup]  - Ubuntu 24.04 (Python 3.12): fetch Debian's source package from a Debian mirror and build it:
 [setup]      make setup DEBIAN_MIRROR=<a Debian mirror URL, e.g. one from Debian's mirror list>
 [setup]    (it installs debian-archive-keyring to check the source; libraries as on Debian 12/13).
@@ -52,7 +55,7 @@ ubuntu_advice() {
 [setup]    (tools/portability/debian-chroot.sh builds one).
 [setup]  - A Caffe you built for this Python and NumPy 2: make setup CAFFE_ROOT=<its prefix>
 ADVICE
-  die "Ubuntu needs a choice" "-" "make setup DEBIAN_MIRROR=<Debian mirror URL> (24.04), or CAFFE_ROOT=<a Caffe built for this Python>; see README, 'Ubuntu'"
+  die "Ubuntu needs a choice" "-" "make setup CAFFE_WHEEL=<a bvlc-caffe wheel>, DEBIAN_MIRROR=<Debian mirror URL> (24.04), or CAFFE_ROOT=<a Caffe built for this Python>; see README, 'Install'"
 }
 
 # requirements.txt needs Python 3.11 or newer (numpy 2.4, scipy 1.17 and ipython 9 dropped 3.10).
@@ -174,14 +177,55 @@ fetch_debian_source() {
   local apt=(apt-get -o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache")
   ((EUID == 0)) && apt+=(-o APT::Sandbox::User=root)
+  local fetched=1
   {
     "${apt[@]}" update &&
       (cd "$CAFFE_CACHE/src" && "${apt[@]}" source --download-only "$package${version:+=$version}")
-  } >"$log" 2>&1 || die "fetching the $name source package" "$log" \
-    "check that the mirror serves '$suite' (or set DEBIAN_MIRROR), then rerun"
+  } >"$log" 2>&1 || fetched=0
   dsc=$(compgen -G "$CAFFE_CACHE/src/${package}_${version:-*}.dsc" | sort -V | tail -1 || true)
-  [[ -n $dsc ]] || die "fetching the $name source package" "$log" "apt-get source left no .dsc: see the log"
-  echo "$dsc"
+  if ((fetched)) && [[ -n $dsc ]]; then
+    echo "$dsc"
+    return
+  fi
+  # A mirror that lost only the .dsc (seen here: trixie's opencv_4.10.0+dfsg-5.dsc answered 404 while its
+  # tarballs came): apt checked each tarball against the signed Sources index, so they are the release's;
+  # the debian.tar's path stands in for the .dsc, and unpack_debian_source unpacks them as dpkg-source would.
+  local debian_tar
+  debian_tar=$(compgen -G "$CAFFE_CACHE/src/${package}_${version:-*}.debian.tar.*" | sort -V | tail -1 || true)
+  if grep -q "${package}_.*\.dsc .*404" "$log" && [[ -n $debian_tar ]] && compgen -G "$CAFFE_CACHE/src/${package}_*.orig.tar.*" >/dev/null; then
+    step "the mirror has no .dsc for $package: using its checked tarballs ($(basename "$debian_tar"))" >&2
+    echo "$debian_tar"
+    return
+  fi
+  die "fetching the $name source package" "$log" "check that the mirror serves '$suite' (or set DEBIAN_MIRROR), then rerun"
+}
+
+# unpack_debian_source SOURCE DEST: a source package (its .dsc, or the debian.tar that fetch_debian_source gives
+# when the mirror lost the .dsc) unpacked into DEST with Debian's patches applied, as `dpkg-source -x` does.
+unpack_debian_source() {
+  local source=$1 dest=$2
+  if [[ $source == *.dsc ]]; then
+    dpkg-source -x "$source" "$dest"
+    return
+  fi
+  local base=${source%.debian.tar.*} orig p
+  orig=$(compgen -G "${base%-*}.orig.tar.*" | head -1) || return 1
+  mkdir -p "$dest"
+  tar -xf "$orig" --strip-components=1 -C "$dest" && tar -xf "$source" -C "$dest" || return 1
+  [[ -f $dest/debian/patches/series ]] || return 0
+  while read -r p _; do
+    [[ -z $p || $p == \#* ]] && continue
+    echo "applying $p" && patch -d "$dest" -p1 --batch <"$dest/debian/patches/$p" || return 1
+  done <"$dest/debian/patches/series"
+}
+
+# The Debian version of a source package file (.dsc or NAME_VERSION.debian.tar.*).
+debian_source_version() {
+  local source=$1
+  if [[ $source == *.dsc ]]; then sed -n 's/^Version: //p' "$source"; return; fi
+  source=$(basename "$source")
+  source=${source#*_}
+  echo "${source%.debian.tar.*}"
 }
 
 # Compute capability for the CUDA build: CUDA_ARCH, else the first GPU nvidia-smi sees.

@@ -192,6 +192,9 @@ uninstall_wheel() {
 
 wheel=$(find_wheel)
 if [[ -n $wheel ]]; then
+  if [[ $wheel != installed && $wheel != *://* && ! -f $wheel ]]; then  # before anything is made
+    die "CAFFE_WHEEL=$wheel" "-" "no such file: give the path of a bvlc_caffe-*.whl (make wheel builds them) or its URL"
+  fi
   logs=$repo/results/setup-logs
   mkdir -p "$logs"
   make_venv

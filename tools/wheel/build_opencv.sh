@@ -41,7 +41,7 @@ main() {
   suite=$(os_field VERSION_CODENAME)
   [[ -n $suite ]] || die "reading the Debian release" "-" "run this on Debian (a root from tools/portability)"
   dsc=$(fetch_debian_source opencv "" "$suite" OpenCV)
-  version=$(sed -n 's/^Version: //p' "$dsc")
+  version=$(debian_source_version "$dsc")
   recipe=$(opencv_cmake_flags | sha256sum | cut -c1-10)
   prefix=$CAFFE_CACHE/opencv-${version//[+:~]/-}-$recipe
   if [[ -f $prefix/.complete ]]; then
@@ -53,7 +53,7 @@ main() {
   trap 'rm -rf "$staging"' EXIT
   log=$CAFFE_CACHE/logs/opencv.log
   step "OpenCV $version (core, imgproc, imgcodecs; static): unpacking" >&2
-  dpkg-source -x "$dsc" "$staging/src" >"$log" 2>&1 || die "unpacking the OpenCV source" "$log" "see the log"
+  unpack_debian_source "$dsc" "$staging/src" >"$log" 2>&1 || die "unpacking the OpenCV source" "$log" "see the log"
   step "OpenCV: configuring and compiling with $(nproc) jobs (log: $log; about 6 minutes on 2 cores)" >&2
   read -ra flags <<<"$(opencv_cmake_flags | tr '\n' ' ')"
   mkdir "$staging/build"

@@ -24,6 +24,14 @@ python=${PYTHON:-python3}
 mkdir -p "$CAFFE_CACHE/logs"
 t0=$EPOCHSECONDS
 
+# ---- 0. what the build needs from Debian (a clean root from `make wheel` has exactly these) ---------
+missing=()
+while read -r pkg; do
+  dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed' || missing+=("$pkg")
+done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/build-packages.txt")
+((${#missing[@]} == 0)) || die "Debian packages for the wheel build" "-" \
+  "apt-get install --no-install-recommends ${missing[*]} (or build in clean roots: sudo make wheel)"
+
 # ---- 1. the build venv ---------------------------------------------------------------------------
 pyver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 venv=$CAFFE_CACHE/wheel-venv-py$pyver-$(sha256sum "$here/requirements-build.txt" | cut -c1-10)
