@@ -7,6 +7,7 @@ from tools import install_report
 WHEEL = {"wheel": "bvlc_caffe-1.0.0.post20180821+debian8.abc-cp311-cp311-manylinux_2_34_x86_64.whl",
          "bytes": 31_400_000, "unpacked_bytes": 88_000_000, "platform_tag": "manylinux_2_34_x86_64",
          "python": "3.11", "release": "bookworm", "glibc": "2.34", "build": {"built": "2026-12-04T21:00:00Z"},
+         "stages": {"opencv": "cached", "caffe": "700"},
          "bundled": [{"file": "libopenblas-1a2b3c4d.so.0", "soname": "libopenblas.so.0",
                       "package": "libopenblas0-openmp", "bytes": 35_000_000},
                      {"file": "libcaffe-5e6f7a8b.so.1.0.0", "soname": "libcaffe.so.1.0.0", "package": "",
@@ -22,7 +23,8 @@ def test_render_known_answer():
     text = install_report.render({"wheels": {"cp311": WHEEL}, "runs": {"trixie-wheel-check": RUN}})
     assert text.startswith(install_report.START) and text.endswith(install_report.END)
     assert ("| `bvlc_caffe-1.0.0.post20180821+debian8.abc-cp311-cp311-manylinux_2_34_x86_64.whl` | Python 3.11 | "
-            "`manylinux_2_34_x86_64` | 2.34 | 31.4 MB | 88.0 MB | 2 | Debian 12 bookworm root, 2026-12-04 |") in text
+            "`manylinux_2_34_x86_64` | 2.34 | 31.4 MB | 88.0 MB | 2 | Debian 12 bookworm root, 2026-12-04 | "
+            "opencv cached, caffe 11m40s |") in text
     assert "libopenblas.so.0 (libopenblas0-openmp, 35.0 MB), libcaffe.so.1.0.0 (this build, 4.0 MB)" in text
     assert "`make setup CAFFE_WHEEL=/wheels/x.whl` 0m41s; `make test` 5m01s | 240 passed, 3 skipped in 290.1s" in text
     assert "Debian 13 trixie (Python 3.13.5;no compiler)" in text and "2 cores, 1.02 2.50" in text

@@ -68,8 +68,8 @@ NET = """name: "tiny"
 layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: 3 dim: 8 dim: 8 }} }} }}
 layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv"
   convolution_param {{ num_output: 4 kernel_size: 3 weight_filler {{ type: "xavier" }} }} }}
-{extra}layer {{ name: "relu" type: "ReLU" bottom: "conv" top: "conv" }}
-"""
+layer {{ name: "relu" type: "ReLU" bottom: "conv" top: "conv" }}
+{extra}"""
 DOUBLE_LAYER = '''import sys
 
 import caffe

@@ -40,12 +40,16 @@ def render(data: dict) -> str:
              "edit neither by hand -->"]
     wheels = sorted(data.get("wheels", {}).values(), key=lambda w: w["python"])
     if wheels:
-        lines += ["", "| wheel | for | platform tag | lowest glibc | size | unpacked | bundled libraries | built |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| wheel | for | platform tag | lowest glibc | size | unpacked | bundled libraries | built | "
+                  "build stages (wall time; cached: an earlier run's build reused) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for w in wheels:
+            stages = ", ".join(f"{name} {v if v == 'cached' else minutes(int(v))}"
+                               for name, v in w.get("stages", {}).items()) or "-"
             lines.append(f"| `{w['wheel']}` | Python {w['python']} | `{w['platform_tag']}` | {w['glibc']} | "
                          f"{mb(w['bytes'])} | {mb(w['unpacked_bytes'])} | {len(w['bundled'])} | "
-                         f"{RELEASES.get(w['release'], w['release'])} root, {w['build'].get('built', '')[:10]} |")
+                         f"{RELEASES.get(w['release'], w['release'])} root, {w['build'].get('built', '')[:10]} | "
+                         f"{stages} |")
         for w in wheels:
             libs = ", ".join(f"{b['soname']} ({b['package'] or 'this build'}, {mb(b['bytes'])})"
                              for b in sorted(w["bundled"], key=lambda b: -b["bytes"]))

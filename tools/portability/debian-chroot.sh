@@ -11,7 +11,8 @@
 #                    the student has no root at all (the no-root, no-compiler check of the wheel).
 #   --cache DIR      DIR (on the host) is the student's ~/.cache/caffe-toolkit, kept between runs
 #                    (the wheel build's OpenCV and Caffe).
-#   --bind H:I[:rw]  the host's H at I inside, read-only unless :rw (a wheel, data, an output folder).
+#   --bind H:I[:rw]  the host's H at I inside, read-only unless :rw (a wheel, data; with :rw a fresh output
+#                    folder, which is handed to the student's user).
 #   --env N=V        set for the student's commands.
 #   --step CMD       a command the student runs in ~/caffe-toolkit, timed; repeatable; replaces the
 #                    default steps.
@@ -278,7 +279,11 @@ main() {
     [[ -e $host_path && $inside == /* ]] || fail "--bind $spec: needs an existing HOST path and an absolute INSIDE path"
     if [[ -d $host_path ]]; then mkdir -p "$m$inside"; else mkdir -p "$(dirname "$m$inside")" && touch "$m$inside"; fi
     do_mount "$m$inside" --bind "$host_path"
-    [[ $mode == rw ]] || mount -o remount,bind,ro "$m$inside"
+    if [[ $mode == rw ]]; then  # the student writes there: hand the folder over (use a fresh one)
+      chown "$(stat -c %u:%g "$m/home/student")" "$host_path"
+    else
+      mount -o remount,bind,ro "$m$inside"
+    fi
   done
   cp /etc/resolv.conf "$m/etc/resolv.conf"
   grep -q localhost "$m/etc/hosts" 2>/dev/null || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n' >>"$m/etc/hosts"

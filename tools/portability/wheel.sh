@@ -31,9 +31,16 @@ case $release in
 esac
 
 if [[ $job == build ]]; then
-  exec bash "$here/debian-chroot.sh" "$release" --packages "$repo/tools/wheel/build-packages.txt" \
-    --cache "${WHEEL_CACHE:-$cache/wheel-build}/$release" --bind "$dist:/out:rw" \
+  out=$(mktemp -d "$cache/wheel-out.XXXXXX")  # the student's; its wheel then moves into dist/
+  trap 'rm -rf "$out"' EXIT
+  bash "$here/debian-chroot.sh" "$release" --packages "$repo/tools/wheel/build-packages.txt" \
+    --cache "${WHEEL_CACHE:-$cache/wheel-build}/$release" --bind "$out:/out:rw" \
     --step "bash tools/wheel/build_wheel.sh /out" --label wheel-build
+  for f in "$out"/*.whl "$out"/*.whl.json; do
+    cp "$f" "$dist/$(basename "$f").tmp" && mv "$dist/$(basename "$f").tmp" "$dist/$(basename "$f")"
+    echo "[wheel] $dist/$(basename "$f")"
+  done
+  exit 0
 fi
 
 [[ -n $tag ]] || { echo "wheel.sh: no known system Python for $release (bookworm: 3.11, trixie: 3.13)" >&2; exit 2; }

