@@ -114,33 +114,36 @@ def best_point(xs, ys, metric: str) -> tuple:
 def zoom_range(tests, metric: str, pad=0.15) -> tuple[float, float]:
     """The y range of the zoomed panel: every test curve from its best point on (where a validation loss
     turns and rises again when the net overfits), or its second half when it is still improving near
-    its end, padded; the first iterations, where the loss falls from ln(classes), are left out."""
-    ys = []
+    its end; the first iterations, where the loss falls from ln(classes), are left out, and so is a
+    lone spike (the range reaches the 90th percentile of those points and each curve's last one; the
+    left panel shows everything)."""
+    ys, ends = [], []
     for _, _, xs, _, yv in tests:
         i = xs.index(best_point(xs, yv, metric)[0])
         ys += yv[i:] if len(yv) - i >= max(3, len(yv) // 4) else yv[len(yv) // 2:]
-    lo, hi = min(ys), max(ys)
+        ends.append(yv[-1])
+    ys.sort()
+    lo = ys[0] if "loss" in metric else ys[(len(ys) - 1) // 10]
+    hi = ys[-1 - (len(ys) - 1) // 10] if "loss" in metric else ys[-1]
+    lo, hi = min(lo, *ends), max(hi, *ends)
     margin = pad * (hi - lo or abs(hi) or 1.0)
     return lo - margin, hi + margin
 
 
 def _zoom_panel(ax, tests, colours, phases, metric, ylabel):
+    word = "lowest" if "loss" in metric else "highest"
     for name, phase, xs, _, ys in tests:
         style = TEST_STYLES[phases.index(phase) % len(TEST_STYLES)]
-        ax.plot(xs, ys, style, color=colours[name], linewidth=2.2, marker=".", label=f"{name} ({phase})")
         x_best, y_best = best_point(xs, ys, metric)
-        ax.plot([x_best], [y_best], "o", markersize=9, markerfacecolor="none", markeredgewidth=2,
+        ax.plot(xs, ys, style, color=colours[name], linewidth=2.2, marker=".",
+                label=f"{name} ({phase}): {word} {y_best:.3f} at iteration {x_best:,}")
+        ax.plot([x_best], [y_best], "o", markersize=10, markerfacecolor="none", markeredgewidth=2,
                 color=colours[name])
-        right = x_best > 0.6 * max(xs)  # the label goes on the side with room for it
-        ax.annotate(f"{'lowest' if 'loss' in metric else 'highest'} {y_best:.3f}\nat iteration {x_best:,}",
-                    (x_best, y_best), textcoords="offset points", xytext=(-8 if right else 8, -24 if "loss" in metric
-                                                                          else 10),
-                    ha="right" if right else "left", fontsize=8, color=colours[name])
     lo, hi = zoom_range(tests, metric)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel or metric)
-    ax.set_title(f"zoomed in: {', '.join(phases)} {metric} (best point circled)", fontsize=10)
+    ax.set_title(f"zoomed in: {', '.join(phases)} {metric}, its {word} point circled", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
