@@ -220,8 +220,9 @@ def render_results(repo, timings) -> str | None:
     modes = next(iter(seeds.values()))
     n = len(seeds)
     lines += [f"## Q2's machinery offline: Fashion-MNIST 5-9 from the 0-4 model, {q2['target_train']} labelled images",
-              "", f"Every mode {modes['finetune']['iterations']} iterations, run once per seed ({n}: "
-              f"{', '.join(seeds)}; the solvers' `random_seed`), each from the same pretrained model.", "",
+              "", f"Every mode {modes['finetune']['iterations']} iterations, from the same pretrained model, "
+              + (f"run {n} times, with the solvers' `random_seed` {', '.join(list(seeds)[:-1])} and {list(seeds)[-1]}."
+                 if n > 1 else f"run once (`random_seed` {next(iter(seeds))}): no spread measured."), "",
               "| mode | starts from | validation accuracy (classes 5-9): mean (range) | wall time (s): mean (range) |",
               "|---|---|---|---|"]
     for m, start in Q2_ROWS:
