@@ -1,17 +1,22 @@
 """`make demo`: the whole toolkit offline, on Fashion-MNIST (real images from a Debian package).
 
-    .venv/bin/python demo.py        # results/demo/index.md links every figure and table
-    .venv/bin/python demo.py --results-only   # rewrite docs/demo_results.md from results/ (trains nothing)
-    .venv/bin/python demo.py --readme         # copy docs/demo_results.md into README.md's marked section
+    .venv/bin/python demo.py                  # everything under results/; ends by printing results/demo/index.md
+    .venv/bin/python demo.py --results-only   # rewrite results/demo/index.md and demo_results.md (trains nothing)
+    .venv/bin/python demo.py --readme         # `make readme`: publish the run's numbers into docs/ and README.md
 
 1. Q1 on Fashion-MNIST: every variant, the validation-loss-with-and-without-dropout plot, accuracy, summary.
 2. Q2's machinery offline: pretrain a reduced AlexNet on classes 0-4, transfer it to a few labelled
-   images of classes 5-9 (fine-tune, feature extractor, cached features, against scratch).
+   images of classes 5-9 (fine-tune, feature extractor, cached features, against scratch), with three
+   seeds, so that the spread from one run to the next is measured rather than guessed.
 3. Q3's three notebooks on that pretrained model.
 
 Everything resumes or is reused: a second run retrains nothing and re-executes a notebook only when
-it or the model changed. The measured numbers go to docs/demo_results.md (committed), which README.md
-shows between the markers below; tests/test_readme.py fails when the two disagree.
+it or the model changed. A run writes only under results/: its measured numbers go to
+results/demo/demo_results.md and its times to results/demo/timings.json. The committed copies, which
+README.md shows, change only through `make readme` (demo.py --readme): docs/demo_results.md, the
+figure docs/demo_val_loss_vs_iter.png (with its CSV) and docs/measured.json (the times of `make demo`
+and `make test`), and README.md's generated sections between their markers. tests/test_readme.py fails
+when a README section and the file it is generated from disagree.
 """
 
 import argparse
@@ -25,13 +30,23 @@ from pathlib import Path
 # entry point sets it before anything imports caffe. The `caffe` binary's runner sets its own level.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from tools import caffe_runner, paths  # noqa: E402
+from tools import caffe_runner, paths, runinfo  # noqa: E402
 from tools.cli import exit_on  # noqa: E402
-from tools.fileio import write_if_changed, write_text  # noqa: E402
+from tools.fileio import write_bytes, write_if_changed, write_text  # noqa: E402
 
+# What a run writes (results/ is ignored by git)
 OUT = "results/demo"
+RUN_RESULTS = f"{OUT}/demo_results.md"
+TIMINGS = f"{OUT}/timings.json"
+FIGURE_RUN = "results/q1/fashion-mnist/val_loss_vs_iter"  # .png and .csv
+TEST_RECORDS = {"make test": "results/tests/make-test.json", "make test-fast": "results/tests/make-test-fast.json"}
+SELFTEST_RUN, SELFTEST_FILE = "results/caffe-selftest.md", "docs/caffe-selftest.md"  # `make caffe-selftest`'s report
+# What `make readme` publishes from it (committed)
 RESULTS_FILE = "docs/demo_results.md"
+FIGURE_FILE = "docs/demo_val_loss_vs_iter"  # .png and .csv
+MEASURED_FILE = "docs/measured.json"
 README_START, README_END = "<!-- demo:results:start -->", "<!-- demo:results:end -->"
+TIMES_START, TIMES_END = "<!-- measured:times:start -->", "<!-- measured:times:end -->"
 
 
 def stage_q1(repo, gpu):
@@ -93,14 +108,33 @@ FIGURES = [
 ]
 
 
+def load_timings(path) -> dict:
+    """results/demo/timings.json: {"stages": {title: {"first": s, "latest": s}}, "runs": {"first": run,
+    "latest": run}}, a run being {"seconds", "machine", "loadavg_end", "stages": {title: s}} of one whole
+    `make demo`. The file of an older demo (only the stages, at the top level) is read as such."""
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if data and "stages" not in data:
+        data = {"stages": data}
+    return {"stages": data.get("stages", {}), "runs": data.get("runs", {})}
+
+
+def stage_rows(timings) -> list[str]:
+    return [f"| {name} | {t['first']:.0f} | {t.get('latest', t['first']):.0f} |"
+            for name, t in timings["stages"].items()]
+
+
 def write_index(repo, timings) -> Path:
     results = repo / "results"
     out = repo / OUT / "index.md"
     lines = ["# `make demo`: the toolkit offline on Fashion-MNIST", "",
              "Fashion-MNIST (Debian package `dataset-fashion-mnist`) stands in for CIFAR-10, WikiArt and "
-             "ImageNet, which need the internet. Paths are relative to `results/`.", "",
-             "| stage | first run, doing the work (s) | latest run (s) |", "|---|---|---|"]
-    lines += [f"| {name} | {t['first']:.0f} | {t['latest']:.0f} |" for name, t in timings.items()]
+             "ImageNet, which need the internet. Paths are relative to `results/`; the measured numbers are in "
+             "[`demo/demo_results.md`](demo_results.md).", "",
+             "| stage | first run, doing the work (s) | latest run (s) |", "|---|---|---|", *stage_rows(timings)]
+    run = timings["runs"].get("latest")
+    if run:
+        lines += ["", f"Latest whole run: {runinfo.duration(run['seconds'])} ({runinfo.describe(run['machine'])})."]
     for title, items in FIGURES:
         lines += ["", f"## {title}", ""]
         for rel, what in items:
@@ -125,7 +159,7 @@ Q2_ROWS = [("cached_features", "the pretrained model"), ("feature_extractor", "t
 def q1_results(repo) -> dict | None:
     """Q1's numbers from the default Fashion-MNIST run: per variant the final accuracies (validation on the
     whole set, val_full.json), loss and wall time; the baseline's validation-loss curve. None if not run."""
-    from q1_dropout_augment.experiment import final
+    from q1_dropout_augment.experiment import final, train_seconds
     from q1_dropout_augment.nets import DATASETS
     from tools.parse_log import parse_log
 
@@ -136,30 +170,39 @@ def q1_results(repo) -> dict | None:
     for v in Q1_VARIANTS:
         log, full = parse_log(out / v / "train.log"), json.loads((out / v / "val_full.json").read_text())
         train = final(log.test(1), "accuracy")
-        seconds = max(r["Seconds"] for r in [*log.train, *log.test(0)])
         rows.append({"variant": v, "train": train, "val": full["accuracy"], "gap": train - full["accuracy"],
-                     "val_loss": full["loss"], "seconds": seconds})
+                     "val_loss": full["loss"], "seconds": train_seconds(log)})
     curve = [(r["NumIters"], r["loss"]) for r in parse_log(out / "baseline/train.log").test(0)]
     spec = DATASETS["fashion-mnist"]
     return {"rows": rows, "curve": curve, "spec": spec}
 
 
+def q2_seeds(q2: dict) -> dict:
+    """{seed: {mode: {accuracy, seconds, iterations}}} of transfer_results.json (one seed in an older file)."""
+    return q2.get("seeds") or {"1": q2["modes"]}
+
+
 def render_results(repo, timings) -> str | None:
-    """docs/demo_results.md: what `make demo` measured, rounded and formatted the same way every time."""
+    """demo_results.md: what `make demo` measured, rounded and formatted the same way every time."""
+    from q1_dropout_augment.experiment import seconds_text
+    from q2_wikiart_finetune.transfer_demo import conclusions, spread
+
     q1 = q1_results(repo)
     q2_file = repo / OUT / "q2/transfer_results.json"
     if q1 is None or not q2_file.exists():
         return None
     q2 = json.loads(q2_file.read_text())
     spec = q1["spec"]
+    run = timings["runs"].get("first") or timings["runs"].get("latest")
+    where = f" ({runinfo.describe(run['machine'])})" if run else f" ({os.cpu_count()} cores)"
     lines = ["# Measured by `make demo`", "",
-             f"Written by `demo.py` from its outputs under `results/` ({os.cpu_count()} cores). README.md shows this "
-             "file between its `demo:results` markers (`.venv/bin/python demo.py --readme`).", "",
+             f"Written by `demo.py` from one run's outputs under `results/`{where}; `make readme` publishes it "
+             "here and into README.md.", "",
              f"## Q1 on Fashion-MNIST: {spec.max_iter:,} iterations of batch 50 per variant", "",
              "| variant | training accuracy | validation accuracy | gap | final validation loss | wall time (s) |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['train']:.3f} | {r['val']:.3f} | {r['gap']:+.3f} | {r['val_loss']:.3f} | "
-              f"{r['seconds']:.0f} |" for r in q1["rows"]]
+              f"{seconds_text(r['seconds'])} |" for r in q1["rows"]]
     base = q1["rows"][0]
     best = max(q1["rows"], key=lambda r: r["val"])
     low_iter, low = min(q1["curve"], key=lambda p: p[1])
@@ -170,20 +213,28 @@ def render_results(repo, timings) -> str | None:
               f"iteration {low_iter:,} ({low:.3f}) and {'rises' if last > low else 'ends'} to {last:.3f} at "
               f"iteration {last_iter:,}; its training accuracy reaches {base['train']:.3f}. Best validation "
               f"accuracy: {best['variant']}, {best['val']:.3f} ({best['val'] - base['val']:+.3f} against the "
-              "baseline).", "",
-              f"## Q2's machinery offline: Fashion-MNIST 5-9 from the 0-4 model, {q2['target_train']} labelled images",
-              "", "| mode | starts from | validation accuracy (classes 5-9) | wall time (s) |", "|---|---|---|---|"]
-    modes = q2["modes"]
-    lines += [f"| {m} | {start} | {modes[m]['accuracy']:.3f} | {modes[m]['seconds']:.0f} |" for m, start in Q2_ROWS]
-    gain = modes["finetune"]["accuracy"] - modes["scratch"]["accuracy"]
-    share = modes["cached_features"]["seconds"] / modes["feature_extractor"]["seconds"]
-    lines += ["", f"At equal iterations ({modes['finetune']['iterations']}), fine-tuning "
-              f"{'beats' if gain > 0 else 'does not beat'} training from scratch ({gain:+.3f}); cached features take "
-              f"{share:.2f} of the feature extractor's time. The held-out submission of the best mode scores "
+              "baseline; one run each, seed 0). Wall time: training with its test passes, from the log; "
+              "the variants ran one after the other on the machine above.", ""]
+    seeds = q2_seeds(q2)
+    runs = {s: seeds[s] for s in seeds}
+    modes = next(iter(seeds.values()))
+    n = len(seeds)
+    lines += [f"## Q2's machinery offline: Fashion-MNIST 5-9 from the 0-4 model, {q2['target_train']} labelled images",
+              "", f"Every mode {modes['finetune']['iterations']} iterations, from the same pretrained model, "
+              + (f"run {n} times, with the solvers' `random_seed` {', '.join(list(seeds)[:-1])} and {list(seeds)[-1]}."
+                 if n > 1 else f"run once (`random_seed` {next(iter(seeds))}): no spread measured."), "",
+              "| mode | starts from | validation accuracy (classes 5-9): mean (range) | wall time (s): mean (range) |",
+              "|---|---|---|---|"]
+    for m, start in Q2_ROWS:
+        acc, sec = spread(runs, m, "accuracy"), spread(runs, m, "seconds")
+        lines.append(f"| {m} | {start} | {acc['mean']:.3f} ({acc['min']:.3f}-{acc['max']:.3f}) | "
+                     f"{sec['mean']:.0f} ({sec['min']:.0f}-{sec['max']:.0f}) |")
+    lines += ["", *conclusions(runs),
+              f"The held-out submission of seed {next(iter(seeds))}'s best mode scores "
               f"{q2['heldout_accuracy']:.3f} on {q2['heldout_images']} images; the pretrained model reaches "
               f"{q2['pretrained_accuracy']:.3f} on classes 0-4.", "",
-              "## Stage wall times", "", "| stage | first run, doing the work (s) |", "|---|---|"]
-    lines += [f"| {name} | {t['first']:.0f} |" for name, t in timings.items()]
+              "## Stage wall times", "", "| stage | first run, doing the work (s) | latest run (s) |", "|---|---|---|",
+              *stage_rows(timings)]
     return "\n".join(lines) + "\n"
 
 
@@ -191,25 +242,139 @@ def readme_section(results_text: str) -> str:
     """The README's generated section: docs/demo_results.md without its title, headings one level down."""
     body = results_text.split("\n", 1)[1].lstrip("\n")
     body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
-    return (f"{README_START}\n<!-- generated from {RESULTS_FILE} by `.venv/bin/python demo.py --readme`: "
+    return (f"{README_START}\n<!-- generated from {RESULTS_FILE} by `make readme`: "
             f"edit neither by hand -->\n{body}\n{README_END}")
 
 
-def with_readme_section(readme: str, results_text: str) -> str:
-    """`readme` with the text between its markers replaced by readme_section(results_text)."""
-    start, end = readme.find(README_START), readme.find(README_END)
+def replace_between(readme: str, start_marker: str, end_marker: str, section: str) -> str:
+    """`readme` with the text from `start_marker` to `end_marker` (both included) replaced by `section`."""
+    start, end = readme.find(start_marker), readme.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"README.md has no {README_START} ... {README_END} section")
-    return readme[:start] + readme_section(results_text) + readme[end + len(README_END):]
+        raise ValueError(f"README.md has no {start_marker} ... {end_marker} section")
+    return readme[:start] + section + readme[end + len(end_marker):]
+
+
+def with_readme_section(readme: str, results_text: str) -> str:
+    """`readme` with the text between its demo:results markers replaced by readme_section(results_text)."""
+    return replace_between(readme, README_START, README_END, readme_section(results_text))
+
+
+def times_rows(measured: dict, bench: dict | None = None) -> list[str]:
+    """The README's table of how long the commands of "Start here" took, from docs/measured.json (and the
+    committed bench results, for `make setup` on a built tree)."""
+    rows = []
+    demo = measured.get("make demo")
+    if demo and demo.get("first"):
+        first, latest = demo["first"], demo.get("latest")
+        parts = ", ".join(f"{name.split(' ')[0]} {runinfo.duration(s)}" for name, s in first["stages"].items())
+        again = ""
+        if latest and latest is not first and latest.get("machine") != first.get("machine"):
+            again = f"; run again, reusing everything: {runinfo.duration(latest['seconds'])}"
+        rows.append(f"| `make demo` | {runinfo.duration(first['seconds'])} the first time ({parts}){again} | "
+                    f"{runinfo.describe(first['machine'])} |")
+    for command, what in (("make test", "the whole suite"), ("make test-fast", "the tests that train nothing")):
+        r = measured.get(command)
+        if not r:
+            continue
+        counts = f"{r['passed']} passed" + "".join(f", {r[k]} {k}" for k in ("failed", "error", "skipped",
+                                                                            "deselected") if r.get(k))
+        rows.append(f"| `{command}` | {runinfo.duration(r['seconds'])}: {what}, {counts} | "
+                    f"{runinfo.describe(r['machine'])} |")
+    setup = next((v for k, v in ((bench or {}).get("benchmarks", {}).get("setup", {}).get("results", {})).items()
+                  if k.startswith("make setup")), None)
+    if setup:
+        date = (bench.get("benchmarks", {}).get("setup", {}).get("date") or "?")[:10]
+        rows.append(f"| `make setup`, everything built | {setup['median']:.1f} s (median of {len(setup['runs'])}; "
+                    f"`make bench`) | {date}, {bench.get('machine', {}).get('cores', '?')} cores |")
+    return rows
+
+
+def times_section(measured: dict, bench: dict | None = None) -> str:
+    rows = times_rows(measured, bench)
+    body = ["| command | took | measured on |", "|---|---|---|", *rows] if rows else \
+        ["No run has been published yet (`make demo`, `make test`, then `make readme`)."]
+    return (f"{TIMES_START}\n<!-- generated from {MEASURED_FILE} (and bench/results.json) by `make readme`: edit "
+            f"neither by hand -->\n" + "\n".join(body) + f"\n{TIMES_END}")
+
+
+def committed_bench(repo) -> dict | None:
+    f = Path(repo) / "bench/results.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def with_times_section(readme: str, measured: dict, bench: dict | None = None) -> str:
+    return replace_between(readme, TIMES_START, TIMES_END, times_section(measured, bench))
 
 
 def write_results(repo, timings) -> Path | None:
+    """The run's own results/demo/demo_results.md (never a committed file)."""
     text = render_results(repo, timings)
     if text is None:
-        print("[demo] Q1 or Q2 has not run yet: docs/demo_results.md left as it is")
+        print(f"[demo] Q1 or Q2 has not run yet: no {RUN_RESULTS}")
         return None
-    write_if_changed(repo / RESULTS_FILE, text)
-    return repo / RESULTS_FILE
+    write_if_changed(repo / RUN_RESULTS, text)
+    return repo / RUN_RESULTS
+
+
+def copy_if_changed(src: Path, dest: Path) -> bool:
+    data = src.read_bytes()
+    if dest.exists() and dest.read_bytes() == data:
+        return False
+    write_bytes(dest, data)
+    return True
+
+
+def publish(repo) -> list[Path]:
+    """`make readme`: the committed copies from the runs under results/ (docs/demo_results.md, the Q1 figure
+    and its CSV, docs/measured.json, docs/caffe-selftest.md), then README.md's generated sections from the
+    committed files. A part that has no run under results/ keeps its committed copy. Returns the files it
+    changed."""
+    from bench import run as bench_run
+
+    repo = Path(repo)
+    # the bench results first: the table of times takes `make setup`'s from bench/results.json
+    changed = bench_run.publish(repo / "results/bench", repo / "bench")
+
+    def put(dest, text):
+        if write_if_changed(repo / dest, text):
+            changed.append(repo / dest)
+
+    timings = load_timings(repo / TIMINGS)
+    text = render_results(repo, timings)
+    if text is None:
+        print(f"[readme] no complete `make demo` run under results/: {RESULTS_FILE} and {FIGURE_FILE}.png kept")
+    else:
+        put(RESULTS_FILE, text)
+        for suffix in (".png", ".csv"):
+            src = repo / (FIGURE_RUN + suffix)
+            if src.exists() and copy_if_changed(src, repo / (FIGURE_FILE + suffix)):
+                changed.append(repo / (FIGURE_FILE + suffix))
+    if (repo / SELFTEST_RUN).exists() and copy_if_changed(repo / SELFTEST_RUN, repo / SELFTEST_FILE):
+        changed.append(repo / SELFTEST_FILE)
+    measured_path = repo / MEASURED_FILE
+    measured = json.loads(measured_path.read_text()) if measured_path.exists() else {}
+    if timings["runs"].get("first"):
+        measured["make demo"] = timings["runs"]
+    for command, rel in TEST_RECORDS.items():
+        record = json.loads((repo / rel).read_text()) if (repo / rel).exists() else None
+        if record is None:
+            continue
+        if record.get("failed") or record.get("error"):
+            print(f"[readme] {rel}: that `{command}` had failures; its time is not published (the last one that "
+                  "passed is kept)")
+            continue
+        measured[command] = record
+    put(MEASURED_FILE, json.dumps(measured, indent=1, sort_keys=True) + "\n")
+    readme = (repo / "README.md").read_text()
+    readme = with_readme_section(readme, (repo / RESULTS_FILE).read_text())
+    readme = with_times_section(readme, measured, committed_bench(repo))
+    put("README.md", readme)
+    return changed
+
+
+def finish(repo, timings) -> tuple[Path, Path | None]:
+    """The end of a run: its index and its results/demo/demo_results.md, both under results/ only."""
+    return write_index(repo, timings), write_results(repo, timings)
 
 
 def main(argv=None) -> int:
@@ -217,27 +382,31 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", default=None, help="GPU id (needs `make setup CAFFE_GPU=1`); default CPU")
     ap.add_argument("--only", nargs="+", choices=["q1", "q2", "q3"], help="run only these stages")
     ap.add_argument("--results-only", action="store_true",
-                    help=f"run nothing: rewrite {RESULTS_FILE} and the index from what results/ holds")
+                    help=f"run nothing: rewrite {RUN_RESULTS} and the index from what results/ holds")
     ap.add_argument("--readme", action="store_true",
-                    help=f"run nothing: copy {RESULTS_FILE} into README.md between its demo:results markers")
+                    help=f"run nothing (`make readme`): publish the runs under results/ into {RESULTS_FILE}, "
+                         f"{FIGURE_FILE}.png, {MEASURED_FILE} and README.md's generated sections")
     a = ap.parse_args(argv)
     repo = paths.REPO
-    timings_file = repo / OUT / "timings.json"
-    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    timings = load_timings(repo / TIMINGS)
     if a.readme:
-        readme = repo / "README.md"
         with exit_on(ValueError):
-            changed = write_if_changed(readme, with_readme_section(readme.read_text(),
-                                                                   (repo / RESULTS_FILE).read_text()))
-        print(f"[demo] {readme}: {'updated' if changed else 'already up to date'}")
+            changed = publish(repo)
+        for f in changed:
+            print(f"[readme] updated {f.relative_to(repo)}")
+        if not changed:
+            print("[readme] README.md and docs/ already show the runs under results/")
         return 0
     if a.results_only:
-        print(f"[demo] {write_results(repo, timings)}; {write_index(repo, timings)}")
+        index, results = finish(repo, timings)
+        print(f"[demo] {index}; {results}")
         return 0
     stages = [("Q1 (all variants)", "q1", stage_q1), ("Q2 offline (pretrain + transfer)", "q2", stage_q2),
               ("Q3 notebooks", "q3", stage_q3)]
     from q3_visualize_break.run_notebooks import NotebookError
 
+    run = {"machine": runinfo.machine(), "stages": {}}
+    begin = time.time()
     with exit_on(NotebookError, ValueError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
         for title, key, stage in stages:
@@ -247,11 +416,19 @@ def main(argv=None) -> int:
             start = time.time()
             stage(repo, a.gpu or None)
             seconds = time.time() - start
-            timings.setdefault(title, {"first": seconds})["latest"] = seconds
-            write_text(timings_file, json.dumps(timings, indent=1) + "\n")
-    index = write_index(repo, timings)
-    results = write_results(repo, timings)
-    print(f"[demo] done: {index}" + (f"; measured numbers in {results}" if results else ""))
+            run["stages"][title] = round(seconds, 1)
+            timings["stages"].setdefault(title, {"first": seconds})["latest"] = seconds
+            write_text(repo / TIMINGS, json.dumps(timings, indent=1) + "\n")
+    if not a.only:  # a whole run: its time, and the first one's, go to the README through `make readme`
+        run |= {"seconds": round(time.time() - begin, 1), "loadavg_end": runinfo.loadavg()}
+        timings["runs"].setdefault("first", run)
+        timings["runs"]["latest"] = run
+        write_text(repo / TIMINGS, json.dumps(timings, indent=1) + "\n")
+    index, results = finish(repo, timings)
+    print(f"\n[demo] done; the index, {index.relative_to(repo)}:\n")
+    print(index.read_text())
+    if results:
+        print(f"[demo] the measured numbers: {results.relative_to(repo)} (`make readme` publishes them into README.md)")
     return 0
 
 

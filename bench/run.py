@@ -1,16 +1,19 @@
-"""Run the benchmarks (`make bench`) and write bench/results.md, bench/results.json and README's headline section.
+"""Run the benchmarks (`make bench`) into results/bench/; `make readme` publishes them into bench/ and README.md.
 
-    python -m bench.run                       # all of them (~20 minutes on 2 cores)
-    python -m bench.run --only q1_train       # one (others keep their last results in the files)
+    python -m bench.run                       # all of them, into results/bench/ (results.md, results.json, figure)
+    python -m bench.run --only q1_train       # one (the others keep their last results in the files)
     python -m bench.run --quick               # a smoke run: few iterations, written to a temporary folder
-    python -m bench.run --readme-only         # README's headline section from bench/results.json, nothing measured
+    python -m bench.run --readme-only         # `make readme`: publish results/bench/ into bench/, then README's
+                                              # headline section from bench/results.json; nothing measured
 
 Each benchmark runs as its own process (`python -m bench.NAME`) with every BLAS/OpenMP thread count
 set to --threads; the figures that matter are the ratios within one run, not the absolute times.
 Stock Caffe (CAFFE_OPENMP=0), which frameworks and q1_train time against the OpenMP build .venv uses,
 is found or built once first (tools/setup/stock_prefix.sh; 4-5 minutes on 2 cores the first time).
-The measured section of README.md, between its `bench:headline` markers, is headline_markdown() of
-results.json, rewritten whenever bench/results.json is (a test checks that the two agree).
+A run writes only under results/bench/ (started from the committed bench/results.json, so that a run
+of one benchmark keeps the others' numbers). The committed bench/results.json, results.md and figure,
+and the measured section of README.md between its `bench:headline` markers (headline_markdown() of
+bench/results.json), change only through `make readme` (a test checks that the two agree).
 """
 
 import argparse
@@ -26,8 +29,8 @@ from pathlib import Path
 
 from bench import machine
 from bench.common import DEFAULT_THREADS, FIGURES_ENV, STOCK_ENV, loadavg, stock_prefix, thread_env
-from tools import paths
-from tools.fileio import write_text
+from tools import paths, runinfo
+from tools.fileio import atomic_path, write_text
 
 BENCHMARKS = {  # name -> module under bench/, in the order they run and appear
     "frameworks": "frameworks",
@@ -39,7 +42,9 @@ BENCHMARKS = {  # name -> module under bench/, in the order they run and appear
     "setup": "setup_time",
 }
 NEEDS_STOCK = ("frameworks", "q1_train")  # these time stock Caffe too
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # the committed, published results
+RUN_OUT = paths.REPO / "results" / "bench"  # where a run writes
+PUBLISHED = ("results.json", "results.md", "q2_time_to_accuracy.png")
 README = paths.REPO / "README.md"
 START, END = "<!-- bench:headline:start -->", "<!-- bench:headline:end -->"
 # The goals of the OpenMP work (README, "Benchmarks")
@@ -217,8 +222,9 @@ def headline_markdown(results) -> str:
     m = results.get("machine", {})
     load = m.get("loadavg_start")
     load_text = f"; load average {load[0]:.2f} at its start" if load else ""
+    took = f"; the whole run took {runinfo.duration(results['total_seconds'])}" if results.get("total_seconds") else ""
     lines = [f"Measured by `make bench` on {m.get('date', '?')} ({m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-             f"{m.get('threads_used', '?')} threads{load_text}); written from `bench/results.json` "
+             f"{m.get('threads_used', '?')} threads{load_text}{took}); written from `bench/results.json` "
              "(details: [`bench/results.md`](bench/results.md)).", ""]
     table = goals_table(results, limits_of_missed_only=True)
     if table:
@@ -256,6 +262,24 @@ def write_readme(results, readme=README) -> bool:
         write_text(readme, new)
     print(f"[bench] {readme}: headline section written from the results", file=sys.stderr)
     return True
+
+
+def publish(src=RUN_OUT, dest=HERE) -> list[Path]:
+    """Copy a run's results (results.json, results.md, the figure) from `src` into the committed `dest`;
+    returns the files that changed. Nothing to copy when `src` holds no results.json."""
+    changed = []
+    if not (Path(src) / "results.json").exists():
+        return changed
+    for name in PUBLISHED:
+        f = Path(src) / name
+        if not f.exists():
+            continue
+        data, target = f.read_bytes(), Path(dest) / name
+        if not target.exists() or target.read_bytes() != data:
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
+            changed.append(target)
+    return changed
 
 
 # ---- results.md --------------------------------------------------------------------------------------
@@ -371,17 +395,26 @@ def main(argv=None) -> int:
                     help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     ap.add_argument("--quick", action="store_true", help="few iterations, a smoke run (default output: a temp folder)")
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"BLAS/OpenMP threads [{DEFAULT_THREADS}]")
-    ap.add_argument("--out", type=Path, help="folder for results.md/results.json (default bench/; --quick: a temp one)")
+    ap.add_argument("--out", type=Path, help="folder for results.md/results.json (default results/bench/; --quick: a "
+                                             "temporary one)")
     ap.add_argument("--readme-only", action="store_true",
-                    help="measure nothing: rewrite README's headline section from results.json (in --out, default "
-                         "bench/)")
+                    help="measure nothing (`make readme`): copy a run's results (--out, default results/bench/) into "
+                         "bench/, then rewrite README's headline section from bench/results.json")
     a = ap.parse_args(argv)
     if a.readme_only:
-        results = json.loads(((a.out or HERE) / "results.json").read_text())
-        return 0 if write_readme(results) else 1
-    out = a.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if a.quick else HERE)
+        src = a.out or RUN_OUT
+        changed = publish(src, HERE)
+        if not (src / "results.json").exists():
+            print(f"[bench] no run in {src}: bench/results.json kept as it is", file=sys.stderr)
+        for f in changed:
+            print(f"[bench] updated {f.relative_to(paths.REPO) if f.is_relative_to(paths.REPO) else f}",
+                  file=sys.stderr)
+        return 0 if write_readme(json.loads((HERE / "results.json").read_text())) else 1
+    out = a.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if a.quick else RUN_OUT)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "results.json"
+    if not previous.exists() and out.resolve() == RUN_OUT.resolve() and (HERE / "results.json").exists():
+        previous = HERE / "results.json"  # the first run here keeps the published numbers of what it does not run
     data = json.loads(previous.read_text()) if previous.exists() else {}
     data.setdefault("benchmarks", {})
     names = a.only or list(BENCHMARKS)
@@ -413,9 +446,9 @@ def main(argv=None) -> int:
     data["total_seconds"] = round(time.time() - t0, 1) if a.only is None else None
     write_text(out / "results.json", json.dumps(data, indent=1, default=float) + "\n")
     write_text(out / "results.md", markdown(data))
-    if out.resolve() == HERE:  # the committed results: README's section follows them
-        write_readme(json.loads((out / "results.json").read_text()))
-    print(f"[bench] done in {time.time() - t0:.0f} s: {out / 'results.md'}", file=sys.stderr)
+    print(f"[bench] done in {time.time() - t0:.0f} s: {out / 'results.md'}"
+          + ("; `make readme` publishes it into bench/ and README.md" if out.resolve() == RUN_OUT.resolve() else ""),
+          file=sys.stderr)
     return 1 if any("error" in data["benchmarks"][n] for n in names) else 0
 
 

@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog reads this when caffe loads
@@ -146,6 +145,17 @@ def final(table, key):
     return rows[-1][key] if rows else float("nan")
 
 
+def train_seconds(log) -> float:
+    """A variant's training wall time, as its log measures it (glog timestamps, pauses between resumed runs
+    left out): what the summary's table, the line printed after training and the demo's results all show."""
+    return max((r["Seconds"] for r in [*log.train, *log.test(0)]), default=0.0)
+
+
+def seconds_text(seconds: float) -> str:
+    """Seconds as the tables print them: one decimal under 10 s, whole seconds above."""
+    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+
+
 def summarise(name, spec, info, logs: dict, out: Path, full: dict | None = None) -> str:
     """The summary table; `full` (variant -> full_validation result) gives the validation columns, else
     the last pass over the validation sample does."""
@@ -155,7 +165,7 @@ def summarise(name, spec, info, logs: dict, out: Path, full: dict | None = None)
         val_loss = final(log.test(0), "loss")
         if full and variant in full:
             val_acc, val_loss = full[variant]["accuracy"], full[variant]["loss"]
-        seconds = max((r["Seconds"] for r in [*log.train, *log.test(0)]), default=0.0)
+        seconds = train_seconds(log)
         rows.append((variant, train_acc, val_acc, train_acc - val_acc, val_loss, seconds))
     best = max(rows, key=lambda r: r[2])
     base = next((r for r in rows if r[0] == "baseline"), None)
@@ -172,18 +182,21 @@ def summarise(name, spec, info, logs: dict, out: Path, full: dict | None = None)
         "| variant | train accuracy | val accuracy | gap | final val loss | wall time (s) |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {v} | {t:.3f} | {va:.3f} | {g:+.3f} | {vl:.3f} | {s:.0f} |" for v, t, va, g, vl, s in rows]
+    lines += [f"| {v} | {t:.3f} | {va:.3f} | {g:+.3f} | {vl:.3f} | {seconds_text(s)} |" for v, t, va, g, vl, s in rows]
     lines += ["", "Validation accuracy and loss: the final weights on the whole validation set; training accuracy: "
               "the last test pass over the training subset, through the TEST net (without dropout or "
               "augmentation).", ""]
     if base:
         reading = (f"**Reading:** the baseline reaches {base[1]:.2f} training but {base[2]:.2f} validation accuracy "
                    f"(gap {base[3]:+.2f}); ")
-        if best[0] != "baseline":
+        if len(rows) == 1:
+            reading += "only the baseline ran, so there is nothing to compare it with (--variants)."
+        elif best[0] != "baseline":
             reading += (f"{best[0]} has the best validation accuracy, {best[2]:.2f} ({best[2] - base[2]:+.2f} "
                         f"against the baseline), with a gap of {best[3]:+.2f}.")
         else:
-            reading += "no regulariser beat the baseline on validation accuracy in this run."
+            others = ", ".join(r[0] for r in rows if r[0] != "baseline")
+            reading += f"none of the variants run with it ({others}) beat it on validation accuracy in this run."
         lines.append(reading)
     nets_note = "; nets: `nets/`" if (out / "nets").is_dir() else ""  # none drawn without Graphviz
     lines += ["", f"Figures: `val_loss_vs_iter.png`, `accuracy_vs_iter.png`, `val_loss_all.png`{nets_note}."]
@@ -223,14 +236,15 @@ def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=
             run_dir = out / variant
             start_fresh = check_same_nets(run_dir, repo / folder, fresh)
             print(f"[q1] {name} {i}/{len(variants)}: {variant}")
-            t0 = time.time()
             result = caffe_runner.train(f"{folder}/solver.prototxt", run_dir / "train.log", gpu=gpu, cwd=repo,
                                         progress=progress, desc=f"{name}/{variant}", fresh=start_fresh)
-            if result.already_done:
-                print(f"[q1]   already trained ({result.final_iter} iterations)")
-            else:
-                print(f"[q1]   trained to iteration {result.final_iter} in {time.time() - t0:.0f} s")
             logs[variant] = parse_log(run_dir / "train.log")
+            # the log's own time, as the summary's table shows it (not counting Caffe's start-up)
+            took = f"{seconds_text(train_seconds(logs[variant]))} s of training"
+            if result.already_done:
+                print(f"[q1]   already trained ({result.final_iter} iterations): {took}")
+            else:
+                print(f"[q1]   trained to iteration {result.final_iter}: {took}")
             full[variant] = full_validation(repo, folder, run_dir, spec, gpu)
             write_csvs(logs[variant], run_dir, "train.log")
             png = out / "nets" / f"{variant}.png"
@@ -238,9 +252,10 @@ def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=
             if not no_diagrams and (not png.exists() or png.stat().st_mtime < prototxt.stat().st_mtime):
                 draw(prototxt, png, phase="TRAIN")
         pair = {v: logs[v] for v in ("baseline", "dropout") if v in logs} or logs
-        plot_runs(pair, "loss", out / "val_loss_vs_iter.png", test_nets=TEST_NETS, test_indices=[0],
+        plot_runs(pair, "loss", out / "val_loss_vs_iter.png", test_nets=TEST_NETS, test_indices=[0], zoom=True,
                   title=f"{name}: validation loss with and without dropout (training loss faint)")
         plot_runs(logs, "loss", out / "val_loss_all.png", test_nets=TEST_NETS, test_indices=[0], train=False,
+                  zoom=True,
                   title=f"{name}: validation loss, every variant")
         plot_runs(logs, "accuracy", out / "accuracy_vs_iter.png", test_nets=TEST_NETS, train=False,
                   title=f"{name}: accuracy on the training subset (dashed) and validation (solid)")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tools import paths
 from tools.fileio import atomic_path, write_text
+from tools.progress import progress_iter
 from tools.transform import mean_bgr
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff"}
@@ -122,7 +122,7 @@ def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=10,
     files = list(files)
     per_image = 10 if oversample else 1
     out = []
-    for start in tqdm(range(0, len(files), batch), desc="predict", unit="batch", disable=not progress):
+    for start in progress_iter(range(0, len(files), batch), desc="predict", unit="batch", enabled=progress):
         images = load_images(files[start:start + batch], clf.new_size)
         cropped = crops(images, clf.crop, oversample)
         if mirror:  # the crop mirrored, as Caffe's transform_param does it

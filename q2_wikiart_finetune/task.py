@@ -58,6 +58,7 @@ class Task:
     feature_max_iter: int = 2000  # the cached-feature classifier is cheap: many more iterations
     feature_lr: float = 0.01  # its base_lr (it is the only layer, so no 10x boost)
     extractor_lr: float | None = None  # base_lr of feature_extractor mode (default: base_lr)
+    seed: int = 1  # the solver's random_seed: the new layer's fillers, the data order, crops, mirrors, dropout
 
     def path(self, *parts) -> str:
         return "/".join([self.models_dir, *parts])
@@ -133,9 +134,10 @@ def solver(task: Task, mode: str, folder: str):
         stepsize, max_iter, interval, snapshot = task.stepsize, task.max_iter, task.test_interval, task.snapshot
     return make_solver(
         net=f"{folder}/train_val.prototxt", test_iter=[task.test_iter()], test_interval=interval,
-        test_initialization=mode != "cached_features", base_lr=lr, lr_policy="step", gamma=0.1, stepsize=stepsize,
+        test_initialization=True, base_lr=lr, lr_policy="step", gamma=0.1, stepsize=stepsize,
         momentum=0.9, weight_decay=5e-4, max_iter=max_iter, display=max(1, min(20, max_iter // 50)),
-        snapshot=snapshot, snapshot_prefix=f"{task.results_dir}/{mode}/snap", random_seed=1, solver_mode="CPU")
+        snapshot=snapshot, snapshot_prefix=f"{task.results_dir}/{mode}/snap", random_seed=task.seed,
+        solver_mode="CPU")
 
 
 def files(task: Task, mode: str, folder=None) -> dict[str, str]:

@@ -42,6 +42,12 @@ TARGET_CLASSES = [5, 6, 7, 8, 9]
 DATA = "data/demo/fashion"
 RESULTS = "results/demo/q2"
 MINI = dict(width=0.25, new_size=112, crop=99, batch=50, val_batch=50)
+# The transfer runs once per seed (the solvers' random_seed: the new layer's fillers, the order of the
+# images, crops, mirrors, dropout), so that the summary reports each mode's mean and range and draws a
+# conclusion only from a difference larger than that range. The first seed is the committed prototxts'.
+DEFAULT_SEED = 1
+SEEDS = (1, 2, 3)
+ORDER = ("cached_features", "feature_extractor", "finetune", "scratch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,11 +134,17 @@ def pretrain_task(info, sizes=Sizes()) -> Task:
         snapshot=500, **MINI)
 
 
-def transfer_task(info, pretrained, sizes=Sizes(), name="fashion-transfer", results="transfer", **changes):
+def transfer_task(info, pretrained, sizes=Sizes(), name="fashion-transfer", results="transfer", seed=DEFAULT_SEED,
+                  **changes):
+    """The transfer run of one seed: the default seed's prototxts are the committed models/demo/<results>/,
+    another seed's (only its solver's random_seed differs) live with its run, in results/demo/q2/seed-<n>/."""
+    models_dir, results_dir = f"models/demo/{results}", f"{RESULTS}/{results}"
+    if seed != DEFAULT_SEED:
+        models_dir, results_dir = f"{RESULTS}/seed-{seed}/models/{results}", f"{RESULTS}/seed-{seed}/{results}"
     return dataclasses.replace(Task(
-        name=name, data_root=f"{DATA}/target", image_root=f"{DATA}/images/", num_classes=5,
-        last_layer="fc8_fashion", weights=pretrained, models_dir=f"models/demo/{results}",
-        results_dir=f"{RESULTS}/{results}", mean_value=tuple(info["mean_value"]), train_count=info["target_train"],
+        name=name, data_root=f"{DATA}/target", image_root=f"{DATA}/images/", num_classes=5, seed=seed,
+        last_layer="fc8_fashion", weights=pretrained, models_dir=models_dir,
+        results_dir=results_dir, mean_value=tuple(info["mean_value"]), train_count=info["target_train"],
         val_count=info["target_val"], base_lr=0.001, stepsize=sizes.transfer_iter * 2 // 3,
         max_iter=sizes.transfer_iter, test_interval=25, snapshot=sizes.transfer_iter,
         # this small net's fc7 activations are small (std ~0.1): the lone new layer needs a larger rate
@@ -163,36 +175,101 @@ def pretrain(info, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True) -> P
     return weights
 
 
-def transfer(info, weights, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True) -> dict:
-    """Fine-tune / feature-extract / cached features from the pretrained net, and scratch, at equal iterations."""
+def transfer_seed(info, weights, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True, seed=DEFAULT_SEED):
+    """Fine-tune / feature-extract / cached features from the pretrained net, and scratch, at equal
+    iterations, with one seed; returns ({mode: metrics}, the transfer task, the scratch task)."""
     repo = Path(repo)
     rel = str(weights.relative_to(repo)) if weights.is_relative_to(repo) else str(weights)
-    task = transfer_task(info, rel, sizes)
+    task = transfer_task(info, rel, sizes, seed=seed)
     results = experiment.run(task, MODES, repo=repo, gpu=gpu, progress=progress, default_task=task,
-                             summary_title="Demo transfer: Fashion-MNIST 5-9 from the 0-4 model")
+                             summary_title=f"Demo transfer: Fashion-MNIST 5-9 from the 0-4 model (seed {seed})")
     # the same net and iterations without the pretrained weights (at the pretraining learning rate)
-    scratch = transfer_task(info, "", sizes, name="fashion-scratch", results="scratch", base_lr=0.01)
+    scratch = transfer_task(info, "", sizes, name="fashion-scratch", results="scratch", base_lr=0.01, seed=seed)
     from_scratch = experiment.run(scratch, ["finetune"], pretrained="", repo=repo, gpu=gpu, progress=progress,
-                                  default_task=scratch, summary_title="Demo: the same net from scratch")
+                                  default_task=scratch, summary_title=f"Demo: the same net from scratch (seed {seed})")
     results["scratch"] = from_scratch["finetune"]
-    logs = {m: parse_log(repo / task.results_dir / m / "train.log") for m in MODES}
-    logs["scratch"] = parse_log(repo / scratch.results_dir / "finetune" / "train.log")
+    return results, task, scratch
+
+
+def transfer(info, weights, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True, seeds=SEEDS) -> dict:
+    """transfer_seed() for every seed; the figures and the held-out submission come from the first seed's
+    runs, the summary's means and ranges from all of them. Returns {seed: {mode: metrics}}."""
+    repo = Path(repo)
+    runs, tasks = {}, {}
+    for k, seed in enumerate(seeds, 1):
+        print(f"[demo q2] transfer with seed {seed} ({k} of {len(seeds)})")
+        results, task, scratch = transfer_seed(info, weights, sizes, repo, gpu, progress, seed)
+        runs[seed], tasks[seed] = results, (task, scratch)
+    task, scratch = tasks[seeds[0]]
+    logs = {m: parse_log(repo / (scratch.results_dir + "/finetune" if m == "scratch" else f"{task.results_dir}/{m}")
+                         / "train.log") for m in ORDER}
     out = repo / RESULTS
     plot_runs(logs, "accuracy", out / "transfer_accuracy_vs_iter.png", test_nets=["val"], train=False,
-              title=f"Fashion-MNIST 5-9 from {info['target_train']} images: validation accuracy")
+              title=f"Fashion-MNIST 5-9 from {info['target_train']} images: validation accuracy (seed {seeds[0]})")
     plot_runs(logs, "loss", out / "transfer_loss_vs_iter.png", test_nets=["val"],
-              title="Fashion-MNIST 5-9: training loss (faint) and validation loss")
-    score = heldout_submission(task, Path(results[max(MODES, key=lambda m: results[m]["accuracy"])]["weights"]),
+              title=f"Fashion-MNIST 5-9: training loss (faint) and validation loss (seed {seeds[0]})")
+    first = runs[seeds[0]]
+    score = heldout_submission(task, Path(first[max(MODES, key=lambda m: first[m]["accuracy"])]["weights"]),
                                repo, gpu, progress)
-    write_comparison(results, info, sizes, out)
-    write_results(results, score, info, repo)
-    return results
+    write_comparison(runs, info, sizes, out)
+    write_results(runs, score, info, repo)
+    return runs
 
 
-def write_results(results, heldout_accuracy, info, repo) -> Path:
-    """results/demo/q2/transfer_results.json: the measured numbers `make demo` reports (docs/demo_results.md)."""
+def spread(runs: dict, mode: str, key: str) -> dict:
+    """Mean, lowest and highest of one mode's `key` over the seeds' runs."""
+    values = [r[mode][key] for r in runs.values()]
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def compare(a: dict, b: dict) -> int:
+    """1 when every run of a is above every run of b, -1 when every one is below, 0 when their ranges
+    overlap (or there is one run each: no spread measured), so that no conclusion is drawn."""
+    if a["n"] < 2 or b["n"] < 2:
+        return 0
+    if a["min"] > b["max"]:
+        return 1
+    if a["max"] < b["min"]:
+        return -1
+    return 0
+
+
+def conclusions(runs: dict) -> list[str]:
+    """What the runs show, said only where the ranges over the seeds do not overlap."""
+    n = len(runs)
+    over = f"over {n} seeds" if n > 1 else "in a single run"
+    ft, sc = spread(runs, "finetune", "accuracy"), spread(runs, "scratch", "accuracy")
+    diff = ft["mean"] - sc["mean"]
+    verdict = compare(ft, sc)
+    if verdict > 0:
+        first = (f"fine-tuning beats training from scratch by {diff:.3f} in the mean {over}, more than the spread: "
+                 "every fine-tuning run is above every run from scratch")
+    elif verdict < 0:
+        first = (f"training from scratch beats fine-tuning by {-diff:.3f} in the mean {over}, more than the spread: "
+                 "every run from scratch is above every fine-tuning run")
+    else:
+        why = "their ranges overlap" if n > 1 else "one run measures no spread"
+        first = (f"fine-tuning and training from scratch differ by {diff:+.3f} in the mean {over}; {why}, so these "
+                 "runs do not tell them apart")
+    lines = [f"At equal iterations, {first}."]
+    ratios = [r["cached_features"]["seconds"] / r["feature_extractor"]["seconds"] for r in runs.values()
+              if r["feature_extractor"]["seconds"]]
+    if ratios:
+        share = f"{min(ratios):.2f}" if max(ratios) - min(ratios) < 0.005 else f"{min(ratios):.2f}-{max(ratios):.2f}"
+        cf, fe = spread(runs, "cached_features", "accuracy"), spread(runs, "feature_extractor", "accuracy")
+        accuracy = {1: "are more accurate than it in every run", -1: "are less accurate than it in every run",
+                    0: "reach an accuracy these runs do not tell apart from its"}[compare(cf, fe)]
+        lines.append(f"Cached features take {share} of the feature extractor's time ({over}) and {accuracy}.")
+    return lines
+
+
+def write_results(runs, heldout_accuracy, info, repo) -> Path:
+    """results/demo/q2/transfer_results.json: the measured numbers `make demo` reports (its demo_results.md):
+    per seed each mode's accuracy, seconds and iterations; "modes" holds the first seed's."""
     card = json.loads((Path(repo) / "results/demo/pretrained/model.json").read_text())
-    data = {"modes": {m: {k: r[k] for k in ("accuracy", "seconds", "iterations")} for m, r in results.items()},
+    per_seed = {str(seed): {m: {k: r[k] for k in ("accuracy", "seconds", "iterations")} for m, r in results.items()}
+                for seed, results in runs.items()}
+    data = {"modes": next(iter(per_seed.values())), "seeds": per_seed,
             "heldout_accuracy": round(heldout_accuracy, 4), "heldout_images": info["heldout"],
             "pretrained_accuracy": card["val_accuracy"], "target_train": info["target_train"],
             "target_val": info["target_val"]}
@@ -217,22 +294,24 @@ def heldout_submission(task, weights, repo, gpu, progress):
     return score
 
 
-def write_comparison(results, info, sizes, out):
-    order = ["cached_features", "feature_extractor", "finetune", "scratch"]
+def write_comparison(runs, info, sizes, out):
+    seeds = list(runs)
     lines = ["# Demo: transfer learning with Q2's machinery on Fashion-MNIST", "",
              f"Pretrained on classes 0-4 ({info['pretrain_train']} images, {sizes.pretrain_iter} iterations); "
              f"target classes 5-9 with {info['target_train']} labelled images ({sizes.target_per_class} per class), "
-             f"validation {info['target_val']} images; every mode {sizes.transfer_iter} iterations.", "",
-             "| mode | starts from | validation accuracy | wall time (s) |", "|---|---|---|---|"]
-    for m in order:
-        r = results[m]
+             f"validation {info['target_val']} images; every mode {sizes.transfer_iter} iterations, once per seed "
+             f"(the solvers' random_seed: {', '.join(map(str, seeds))}).", "",
+             "| mode | starts from | validation accuracy: mean (range) | per seed | wall time (s): mean (range) |",
+             "|---|---|---|---|---|"]
+    for m in ORDER:
+        acc, sec = spread(runs, m, "accuracy"), spread(runs, m, "seconds")
         start = "random fillers" if m == "scratch" else "pretrained 0-4 model"
-        lines.append(f"| {m} | {start} | {r['accuracy']:.3f} | {r['seconds']:.0f} |")
-    gain = results["finetune"]["accuracy"] - results["scratch"]["accuracy"]
-    lines += ["", f"Fine-tuning beats training from scratch by {gain:+.3f} accuracy at equal iterations."
-              if gain > 0 else f"Fine-tuning did not beat training from scratch here ({gain:+.3f}).",
-              "", "Plots: `transfer_accuracy_vs_iter.png`, `transfer_loss_vs_iter.png`; held-out predictions: "
-              "`heldout_submission.csv` (score in `heldout_score.txt`)."]
+        per_seed = ", ".join(f"{runs[s][m]['accuracy']:.3f}" for s in seeds)
+        lines.append(f"| {m} | {start} | {acc['mean']:.3f} ({acc['min']:.3f}-{acc['max']:.3f}) | {per_seed} | "
+                     f"{sec['mean']:.0f} ({sec['min']:.0f}-{sec['max']:.0f}) |")
+    lines += ["", *conclusions(runs), "", f"Plots (seed {seeds[0]}): `transfer_accuracy_vs_iter.png`, "
+              "`transfer_loss_vs_iter.png`; held-out predictions: `heldout_submission.csv` (score in "
+              "`heldout_score.txt`)."]
     write_text(out / "transfer_summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -246,13 +325,14 @@ def default_tasks(sizes=Sizes()):
             (transfer_task(info, "", sizes, name="fashion-scratch", results="scratch", base_lr=0.01), ["finetune"])]
 
 
-def run(sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True) -> dict:
+def run(sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True, seeds=SEEDS) -> dict:
+    """Prepare, pretrain, transfer with every seed; returns the first seed's {mode: metrics}."""
     t0 = time.time()
     info = prepare(sizes, repo)
     weights = pretrain(info, sizes, repo, gpu, progress)
-    results = transfer(info, weights, sizes, repo, gpu, progress)
+    runs = transfer(info, weights, sizes, repo, gpu, progress, seeds)
     print(f"[demo q2] done in {time.time() - t0:.0f} s; results in {Path(repo) / RESULTS}")
-    return results
+    return runs[seeds[0]]
 
 
 def main(argv=None):
@@ -260,6 +340,9 @@ def main(argv=None):
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", default=None, help="GPU id (needs `make setup CAFFE_GPU=1`); default CPU")
     ap.add_argument("--write", action="store_true", help="only (re)generate the committed models/demo/ prototxts")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                    help=f"the transfer's random seeds (default {' '.join(map(str, SEEDS))}; the first one's runs give "
+                         "the figures and the held-out submission)")
     a = ap.parse_args(argv)
     if a.write:
         for task, modes in default_tasks():
@@ -268,7 +351,7 @@ def main(argv=None):
         return
     with exit_on(DatasetError, ValueError, FileNotFoundError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work
-        run(gpu=a.gpu or None)
+        run(gpu=a.gpu or None, seeds=tuple(dict.fromkeys(a.seeds)))
 
 
 if __name__ == "__main__":

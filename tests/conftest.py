@@ -1,7 +1,14 @@
-"""Shared fixtures: small real data (Fashion-MNIST from its Debian package) and tiny nets."""
+"""Shared fixtures: small real data (Fashion-MNIST from its Debian package) and tiny nets.
 
+A run of the whole suite (`make test`, or `make test-fast`'s -m "not slow") records its wall time, its
+counts and the machine's load in results/tests/ (make-test.json, make-test-fast.json), from which
+`make readme` publishes the README's times; runs of a part of the suite record nothing.
+"""
+
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +49,43 @@ def write_prototxt(path, net_param) -> Path:
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
+
+
+# ---- the record of a whole run (results/tests/), for the README's times -------------------------------------
+
+RUN_RECORDS = {"": "make-test.json", "not slow": "make-test-fast.json"}  # -m expression -> record
+COUNTED = ("passed", "failed", "error", "skipped", "xfailed", "xpassed", "deselected")
+RUN_START = pytest.StashKey[tuple]()
+
+
+def pytest_sessionstart(session):
+    from tools import runinfo
+
+    session.config.stash[RUN_START] = (time.time(), runinfo.machine())
+
+
+def run_record_name(config) -> str | None:
+    """The record a run writes: only a run of the whole tests/ folder, by no keyword, with no -m or "not slow"."""
+    whole = [Path(a).resolve() for a in config.args] in ([REPO / "tests"], [])
+    o = config.option
+    if not whole or o.keyword or o.lf or o.failedfirst or o.maxfail or o.collectonly:
+        return None
+    return RUN_RECORDS.get((config.option.markexpr or "").strip())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    name = run_record_name(config)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if name is None or reporter is None or RUN_START not in config.stash or exitstatus not in (0, 1):
+        return
+    from tools import runinfo
+    from tools.fileio import write_text
+
+    start, machine = config.stash[RUN_START]
+    counts = {k: len(reporter.stats.get(k, [])) for k in COUNTED}
+    record = {"command": "make test" if name == "make-test.json" else "make test-fast",
+              "markexpr": config.option.markexpr or "", "seconds": round(time.time() - start, 1),
+              "machine": machine, "loadavg_end": runinfo.loadavg(), "exitstatus": int(exitstatus), **counts}
+    write_text(REPO / "results" / "tests" / name, json.dumps(record, indent=1) + "\n")
+

@@ -154,3 +154,17 @@ def test_projected_make_q1_time():
     phases = {"setup_s": 1.0, "train_s": 8.0, "test_s": 3.0, "test_passes": 3}
     # 2000 iterations at 8 s / 400, and 11 passes at 1 s each
     assert q1_train.projected(phases, 400, 2000, 200) == pytest.approx(1.0 + 40.0 + 11.0)
+
+
+def test_a_bench_run_writes_under_results_and_make_readme_publishes_it(tmp_path):
+    """`make bench` writes results/bench/ (ignored); only `make readme` (--readme-only) copies it into bench/."""
+    assert run.RUN_OUT == REPO / "results" / "bench"
+    src, dest = tmp_path / "run", tmp_path / "published"
+    dest.mkdir()
+    assert run.publish(src, dest) == [], "no run, nothing to publish"
+    src.mkdir()
+    (src / "results.json").write_text("{}\n")
+    (src / "results.md").write_text("# r\n")
+    assert sorted(p.name for p in run.publish(src, dest)) == ["results.json", "results.md"]
+    assert (dest / "results.md").read_text() == "# r\n"
+    assert run.publish(src, dest) == [], "unchanged files are not rewritten"

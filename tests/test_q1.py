@@ -390,3 +390,20 @@ def test_experiment_end_to_end_writes_plots_and_summary(tmp_path, capsys):
     experiment.run("fashion-mnist", per_class=5, seed=0, variants=["baseline", "dropout"], max_iter=4,
                    repo=tmp_path, progress=False)
     assert capsys.readouterr().out.count("already trained") == 2
+
+
+def test_the_summary_draws_no_conclusion_from_the_baseline_alone(tmp_path):
+    """A run of only the baseline compares it with nothing; the wall time in the table is the log's, as in
+    the line printed after training, with a decimal under 10 s (not a bare 0)."""
+    from tools.parse_log import Log
+
+    spec = nets.DATASETS["fashion-mnist"]
+    info = {"subset_count": 1000, "per_class": 100, "seed": 0, "val_count": 10000}
+    rows = [{"NumIters": i, "Seconds": i / 100, "LearningRate": 0.01, "accuracy": 0.8, "loss": 0.6} for i in (0, 40)]
+    log = Log(train=[], tests=[rows, rows])
+    text = experiment.summarise("fashion-mnist", spec, info, {"baseline": log}, tmp_path)
+    assert "only the baseline ran" in text and "beat" not in text
+    assert "| baseline | 0.800 | 0.800 | +0.000 | 0.600 | 0.4 |" in text
+    assert experiment.seconds_text(experiment.train_seconds(log)) == "0.4"
+    both = experiment.summarise("fashion-mnist", spec, info, {"baseline": log, "dropout": log}, tmp_path)
+    assert "none of the variants run with it (dropout) beat it" in both

@@ -114,7 +114,7 @@ def test_committed_q2_and_demo_prototxts_equal_the_generators():
 def demo_run(tmp_path_factory):
     """The Fashion-MNIST transfer demo end to end at a tiny size: every mode, real binary, real data."""
     repo = tmp_path_factory.mktemp("q2repo")
-    results = transfer_demo.run(TINY_SIZES, repo=repo, progress=False)
+    results = transfer_demo.run(TINY_SIZES, repo=repo, progress=False, seeds=(1, 2))
     return repo, results
 
 
@@ -148,6 +148,15 @@ def test_every_mode_trains_and_is_evaluated(demo_run):
     assert "the best mode" in (out / "transfer/summary.md").read_text()
     measured = json.loads((out / "transfer_results.json").read_text())
     assert measured["modes"]["finetune"]["accuracy"] == results["finetune"]["accuracy"]
+    # every seed measured; the second seed's prototxts live with its run under results/, not in models/
+    assert set(measured["seeds"]) == {"1", "2"} and measured["seeds"]["1"] == measured["modes"]
+    assert set(measured["seeds"]["2"]) == set(results)
+    second = repo / transfer_demo.RESULTS / "seed-2"
+    assert "random_seed: 2" in (second / "models/transfer/finetune/solver.prototxt").read_text()
+    assert (second / "scratch/finetune/train.log").exists()
+    assert not (repo / "models/demo/transfer-seed-2").exists()
+    summary = (out / "transfer_summary.md").read_text()
+    assert "mean (range)" in summary and "over 2 seeds" in summary
     card = (repo / "results/demo/pretrained/model.json").read_text()
     assert '"fc8' not in card and '"width": 0.25' in card
 
@@ -297,3 +306,19 @@ def test_cached_features_are_extracted_again_when_the_weights_or_the_list_change
     lines = (repo / train_list).read_text().splitlines()
     (repo / "shorter.txt").write_text("\n".join(lines[:-1]) + "\n")
     assert features.feature_source(task, pretrained, "shorter.txt", True, repo)["list_sha256"] != source["list_sha256"]
+
+
+def test_the_transfer_summary_concludes_only_beyond_the_spread_over_seeds():
+    def runs(finetune, scratch, seconds=(2.0, 10.0)):
+        return {s: {"finetune": {"accuracy": f, "seconds": 17.0}, "scratch": {"accuracy": c, "seconds": 22.0},
+                    "cached_features": {"accuracy": 0.64, "seconds": seconds[0]},
+                    "feature_extractor": {"accuracy": 0.67 + 0.001 * s, "seconds": seconds[1]}}
+                for s, (f, c) in enumerate(zip(finetune, scratch, strict=True), 1)}
+
+    overlap = " ".join(transfer_demo.conclusions(runs([0.814, 0.808, 0.80], [0.816, 0.806, 0.81])))
+    assert "do not tell them apart" in overlap and "beats" not in overlap and "over 3 seeds" in overlap
+    apart = " ".join(transfer_demo.conclusions(runs([0.84, 0.85, 0.845], [0.80, 0.81, 0.805])))
+    assert "fine-tuning beats training from scratch by 0.040" in apart
+    assert "Cached features take 0.20 of the feature extractor's time" in apart and "less accurate" in apart
+    single = " ".join(transfer_demo.conclusions(runs([0.9], [0.5])))
+    assert "beats" not in single and "one run measures no spread" in single

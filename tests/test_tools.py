@@ -340,3 +340,68 @@ def test_plot_shows_every_test_point_including_the_first(tmp_path):
     assert lo < 0.6 and hi > 2.3, "the whole validation curve, from its first point"
     assert hi < 9.0, "the first training points do not flatten the figure"
     assert plot_runs({"a": log}, "loss", tmp_path / "f.png").exists()
+
+
+def test_the_zoomed_panel_shows_where_the_validation_loss_turns(tmp_path):
+    """Q1's deliverable: the loss falls from 2.3 to 0.55 at iteration 150, then rises to 0.65. The left panel
+    shows it all; the zoomed one spans the turn (about 0.5-0.7) and circles the lowest point."""
+    from tools.parse_log import Log
+    from tools.plot_log import best_point, curves, zoom_range
+
+    xs = list(range(0, 2001, 50))
+    val = [2.3, 1.2, 0.8, 0.55, *[0.55 + 0.1 * (x - 150) / 1850 for x in xs[4:]]]
+    row = {"Seconds": 0.0, "LearningRate": 0.01}
+    log = Log(train=[{**row, "NumIters": x, "loss": 2.3 / (1 + x)} for x in xs],
+              tests=[[{**row, "NumIters": x, "loss": y} for x, y in zip(xs, val, strict=True)]])
+    tests = [c for c in curves({"baseline": log}, "loss", test_nets=["val"]) if c[1] != "train"]
+    assert best_point(tests[0][2], tests[0][4], "loss") == (150, 0.55)
+    assert best_point([0, 10, 20], [0.2, 0.9, 0.9], "accuracy") == (10, 0.9)
+    lo, hi = zoom_range(tests, "loss")
+    assert 0.45 < lo < 0.55 and 0.65 < hi < 1.0, (lo, hi)
+    out = plot_runs({"baseline": log}, "loss", tmp_path / "f.png", test_nets=["val"], zoom=True)
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width > 1.5 * height, "two panels side by side"
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_file(tmp_path):
+    import io
+
+    from tools.progress import PlainProgress, progress_bar, progress_iter
+
+    log = io.StringIO()
+    bar = progress_bar(total=1500, initial=300, desc="q1/baseline", file=log)
+    assert isinstance(bar, PlainProgress)
+    for _ in range(60):
+        bar.update(20)
+        bar.set_postfix({"loss": "0.5"}, refresh=False)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 8, lines  # 30%, 40%, ... 100%: every 10% from the resume point
+    assert lines[-1].startswith("q1/baseline: 100% (1500/1500 it) in ") and lines[-1].endswith("loss=0.5")
+    assert not isinstance(progress_bar(total=10, file=io.StringIO(), enabled=False), PlainProgress)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    bar = progress_bar(total=10, desc="x", file=term)
+    assert not isinstance(bar, PlainProgress)
+    bar.update(10)
+    bar.close()
+    assert "\r" in term.getvalue(), "tqdm redraws its bar on a terminal"
+    few = io.StringIO()
+    assert list(progress_iter(range(3), desc="predict", unit="batch", file=few)) == [0, 1, 2]
+    assert few.getvalue().splitlines()[-1].startswith("predict: 100% (3/3 batch)")
+
+
+def test_runinfo_durations_and_machine():
+    from tools import runinfo
+
+    assert [runinfo.duration(s) for s in (4.4, 59.6, 453, 3725)] == ["4 s", "1 min 00 s", "7 min 33 s", "1 h 02 min"]
+    m = runinfo.machine()
+    assert m["cores"] >= 1 and m["date"].endswith("UTC")
+    assert runinfo.describe({"date": "2026-12-04 20:00 UTC", "cpu": "CPU X", "cores": 2, "loadavg": [1.93, 1, 1]}) \
+        == "2026-12-04, CPU X, 2 cores, load average 1.93 at the start"

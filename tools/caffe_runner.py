@@ -36,11 +36,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tools import locks, paths
 from tools.cli import cli_errors, exit_on, os_error_line  # noqa: F401  (re-exported: one owner, tools.cli)
 from tools.fileio import move_aside
+from tools.progress import progress_bar
 from tools.solver import read_solver
 
 # The first line matching this is what a user needs to see when Caffe fails.
@@ -337,7 +336,8 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     except BaseException:
         out.close()
         raise
-    bar = tqdm(total=total, initial=initial, desc=desc, unit="it", disable=not progress, file=sys.stderr)
+    # a bar on a terminal; a plain line every few percent in a log file
+    bar = progress_bar(total=total, initial=initial, desc=desc, unit="it", enabled=progress, file=sys.stderr)
     # Ctrl-C and SIGTERM are handled by flags, not exceptions: an exception raised inside the read loop can
     # drop a chunk of Caffe's output that was read but not yet handed out as lines
     stop = {"by": None, "killed": False}

@@ -3,6 +3,8 @@
     .venv/bin/python -m tools.plot_log a.log b.log --metric loss --out fig.png
 
 Writes the PNG for people and `fig.csv` beside it (run, phase, NumIters, Seconds, value) for tools.
+`--zoom` adds a panel with the test curves zoomed in around where they turn, the best point of each
+marked (Q1's validation loss: where the net starts to overfit).
 """
 
 import argparse
@@ -41,13 +43,20 @@ def curves(runs: dict[str, Log], metric: str, test_nets=None, train=True, test_i
 
 
 def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, test_indices=None, title=None,
-              train=True, ylabel=None, logy=False) -> Path:
-    """One figure of `metric` against iterations for every run; returns the PNG path (CSV beside it)."""
+              train=True, ylabel=None, logy=False, zoom=False) -> Path:
+    """One figure of `metric` against iterations for every run; returns the PNG path (CSV beside it).
+
+    `zoom`: a second panel beside the first with the test curves only, its y range chosen from the data
+    around where they turn (zoom_range), and each curve's best point marked (the lowest loss, the highest
+    accuracy or other metric)."""
     out = Path(out)
     data = curves(runs, metric, test_nets, train, test_indices)
     if not data:
         raise ValueError(f"no run has an output named '{metric}' (have: {_outputs(runs)})")
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    tests = [d for d in data if d[1] != "train"]
+    zoom = zoom and bool(tests)
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(13, 5) if zoom else (8, 5), dpi=110, squeeze=False)
+    ax = axes[0][0]
     colours = {name: f"C{i}" for i, name in enumerate(runs)}
     phases = [p for p in dict.fromkeys(d[1] for d in data) if p != "train"]
     for name, phase, xs, _, ys in data:
@@ -63,9 +72,11 @@ def plot_runs(runs: dict[str, Log], metric: str, out, *, test_nets=None, test_in
     ax.set_ylabel(ylabel or metric)
     if logy:
         ax.set_yscale("log")
-    ax.set_title(title or f"{metric} against iterations")
+    ax.set_title(title or f"{metric} against iterations", fontsize=10 if zoom else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2 if len(data) > 6 else 1)
+    if zoom:
+        _zoom_panel(axes[0][1], tests, colours, phases, metric, ylabel)
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
@@ -92,6 +103,51 @@ def _focus(data, skip=0.05):
     return lo - pad, hi + pad
 
 
+def best_point(xs, ys, metric: str) -> tuple:
+    """(iteration, value) of a test curve's best point: the lowest loss, the highest of anything else
+    (accuracy); the first one on a tie."""
+    pick = min if "loss" in metric else max
+    value = pick(ys)
+    return xs[ys.index(value)], value
+
+
+def zoom_range(tests, metric: str, pad=0.15) -> tuple[float, float]:
+    """The y range of the zoomed panel: every test curve from its best point on (where a validation loss
+    turns and rises again when the net overfits), or its second half when it is still improving near
+    its end; the first iterations, where the loss falls from ln(classes), are left out, and so is a
+    lone spike (the range reaches the 90th percentile of those points and each curve's last one; the
+    left panel shows everything)."""
+    ys, ends = [], []
+    for _, _, xs, _, yv in tests:
+        i = xs.index(best_point(xs, yv, metric)[0])
+        ys += yv[i:] if len(yv) - i >= max(3, len(yv) // 4) else yv[len(yv) // 2:]
+        ends.append(yv[-1])
+    ys.sort()
+    lo = ys[0] if "loss" in metric else ys[(len(ys) - 1) // 10]
+    hi = ys[-1 - (len(ys) - 1) // 10] if "loss" in metric else ys[-1]
+    lo, hi = min(lo, *ends), max(hi, *ends)
+    margin = pad * (hi - lo or abs(hi) or 1.0)
+    return lo - margin, hi + margin
+
+
+def _zoom_panel(ax, tests, colours, phases, metric, ylabel):
+    word = "lowest" if "loss" in metric else "highest"
+    for name, phase, xs, _, ys in tests:
+        style = TEST_STYLES[phases.index(phase) % len(TEST_STYLES)]
+        x_best, y_best = best_point(xs, ys, metric)
+        ax.plot(xs, ys, style, color=colours[name], linewidth=2.2, marker=".",
+                label=f"{name} ({phase}): {word} {y_best:.3f} at iteration {x_best:,}")
+        ax.plot([x_best], [y_best], "o", markersize=10, markerfacecolor="none", markeredgewidth=2,
+                color=colours[name])
+    lo, hi = zoom_range(tests, metric)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel or metric)
+    ax.set_title(f"zoomed in: {', '.join(phases)} {metric}, its {word} point circled", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _outputs(runs):
     names = set()
     for log in runs.values():
@@ -114,6 +170,8 @@ def main(argv=None):
     ap.add_argument("--test-nets", nargs="+", help="names of the test nets in order, e.g. val train_subset")
     ap.add_argument("--no-train", action="store_true", help="leave out the training curves")
     ap.add_argument("--title")
+    ap.add_argument("--zoom", action="store_true", help="a second panel: the test curves zoomed in around where "
+                    "they turn, the best point of each marked")
     a = ap.parse_args(argv)
     paths = [Path(p) for p in a.logs]
     with exit_on(ValueError):
@@ -124,7 +182,7 @@ def main(argv=None):
         if len(names) != len(paths):
             raise ValueError(f"{len(paths)} logs but {len(names)} --names")
         out = plot_runs({n: parse_log(p) for n, p in zip(names, paths, strict=True)}, a.metric, a.out,
-                        test_nets=a.test_nets, title=a.title, train=not a.no_train)
+                        test_nets=a.test_nets, title=a.title, train=not a.no_train, zoom=a.zoom)
     print(out)
     print(out.with_suffix(".csv"))
 
