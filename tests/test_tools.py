@@ -1,6 +1,7 @@
 """tools/: the runner, log parsing, plots, solvers, LMDBs and mean files, drawing, on real Caffe runs."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -249,6 +250,8 @@ def test_cli_plot_log_and_parse_log(tmp_path, two_test_solver):
     assert bad.returncode != 0 and "no such log" in bad.stderr
 
 
+@pytest.mark.skipif(not shutil.which("dot"), reason="Graphviz's dot is not installed (the no-root wheel set-up "
+                    "has none; test_draw_net_without_graphviz_exits_1_with_one_line covers that case)")
 def test_draw_net(tmp_path, two_test_solver):
     out = subprocess.run([sys.executable, "-m", "tools.draw_net", str(tmp_path / "net.prototxt"),
                           str(tmp_path / "net.png")], cwd=REPO, capture_output=True, text=True)
@@ -284,7 +287,8 @@ def test_doctor_without_graphviz_lists_it_and_fails_on_nothing_else(tmp_path, mo
     from tools import doctor
 
     status = doctor.main()
-    assert "[ok  ] graphviz dot" in capsys.readouterr().out
+    if shutil.which("dot"):
+        assert "[ok  ] graphviz dot" in capsys.readouterr().out
     (tmp_path / "bin-without-dot").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin-without-dot"))
     assert doctor.main() == status
