@@ -73,8 +73,11 @@ def test_doctor_fixes_run_as_printed():
                          timeout=120).stdout
     assert "CPU only; cpu" not in out and "; ;" not in out
     fixes = [line.split("fix:", 1)[1].strip() for line in out.splitlines() if "fix:" in line]
+    from tools.doctor import python_command
+
     for interpreter, module, script in python_commands("\n".join(fixes)):
-        assert interpreter == ".venv/bin/python", fixes
+        # .venv/bin/python in a clone; the venv's full path where it lives elsewhere (the container's VENV)
+        assert interpreter == python_command(), fixes
         assert importlib.util.find_spec(module) is not None if module else (REPO / script).exists()
 
 
