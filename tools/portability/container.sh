@@ -62,9 +62,29 @@ fi
 
 log=$roots/logs/container-$(date -u +%Y%m%dT%H%M%SZ).log
 say "podman build (make setup from the wheel$([[ $run_tests == 1 ]] && echo ", then make test") inside; log: $log)"
+load_start=$(cut -d' ' -f1 /proc/loadavg)
+t1=$EPOCHSECONDS
 podman build --isolation chroot --pull=never --build-arg RUN_TESTS=$run_tests -t caffe-toolkit:cpu \
   -f "$repo/Dockerfile" "$repo" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+seconds=$((EPOCHSECONDS - t1))
+size=0
+((status == 0)) && size=$(podman image inspect caffe-toolkit:cpu --format '{{.Size}}')
+# the run's result, for `make readme` (tools/install_report.py), as debian-chroot.sh writes its own
+mkdir -p "$repo/results/portability"
+python3 - "$repo/results/portability/trixie-container.json" "$status" "$seconds" "$load_start $(cut -d' ' -f1 /proc/loadavg)" \
+  "$(grep -aE '[0-9]+ (passed|failed)' "$log" | tail -1 | sed -E 's/=//g; s/^ +| +$//g')" \
+  "$(podman --version); image $((size / 1000000)) MB" "$run_tests" <<'PY' || true
+import json, os, sys, time
+path, status, seconds, load, pytest_line, versions, run_tests = sys.argv[1:]
+steps = "podman build: make setup CAFFE_WHEEL=<cp313 wheel>" + (", make test" if run_tests == "1" else "")
+result = {"release": "trixie", "label": "container", "result": "passed" if status == "0" else f"failed (exit {status})",
+          "steps": [{"command": steps, "seconds": int(seconds)}], "pytest": pytest_line, "versions": versions,
+          "root_packages": [], "load_average_start_end": load, "cores": os.cpu_count(),
+          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+with open(path + ".tmp", "w") as f:
+    json.dump(result, f, indent=1)
+os.replace(path + ".tmp", path)
+PY
 ((status == 0)) || fail "podman build exited $status (log: $log)"
-size=$(podman image inspect caffe-toolkit:cpu --format '{{.Size}}')
 say "RESULT: PASSED: image caffe-toolkit:cpu, $((size / 1000000)) MB, built in $((EPOCHSECONDS - t0)) s (log: $log)"
