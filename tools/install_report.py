@@ -44,8 +44,9 @@ def render(data: dict) -> str:
                   "build stages (wall time; cached: an earlier run's build reused) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for w in wheels:
-            stages = ", ".join(f"{name} {v if v == 'cached' else minutes(int(v))}"
-                               for name, v in w.get("stages", {}).items()) or "-"
+            done = w.get("stages", {})  # in build order, whatever order the JSON keeps
+            stages = ", ".join(f"{name} {done[name] if done[name] == 'cached' else minutes(int(done[name]))}"
+                               for name in ("opencv", "caffe") if name in done) or "-"
             lines.append(f"| `{w['wheel']}` | Python {w['python']} | `{w['platform_tag']}` | {w['glibc']} | "
                          f"{mb(w['bytes'])} | {mb(w['unpacked_bytes'])} | {len(w['bundled'])} | "
                          f"{RELEASES.get(w['release'], w['release'])} root, {w['build'].get('built', '')[:10]} | "
