@@ -87,9 +87,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
 readme: setup
+	$(PY) -m tools.install_report --publish
 	$(PY) demo.py --readme
 	$(PY) -m bench.run --readme-only
-	$(PY) -m tools.install_report --publish
 
 lint: setup
 	$(PY) -m ruff check .

@@ -259,9 +259,10 @@ def with_readme_section(readme: str, results_text: str) -> str:
     return replace_between(readme, README_START, README_END, readme_section(results_text))
 
 
-def times_rows(measured: dict, bench: dict | None = None) -> list[str]:
+def times_rows(measured: dict, bench: dict | None = None, install: dict | None = None) -> list[str]:
     """The README's table of how long the commands of "Start here" took, from docs/measured.json (and the
-    committed bench results, for `make setup` on a built tree)."""
+    committed bench results, for `make setup` on a built tree; docs/install.json, for `make setup` in a fresh
+    clone, timed by the clean-root runs)."""
     rows = []
     demo = measured.get("make demo")
     if demo and demo.get("first"):
@@ -286,14 +287,25 @@ def times_rows(measured: dict, bench: dict | None = None) -> list[str]:
         date = (bench.get("benchmarks", {}).get("setup", {}).get("date") or "?")[:10]
         rows.append(f"| `make setup`, everything built | {setup['median']:.1f} s (median of {len(setup['runs'])}; "
                     f"`make bench`) | {date}, {bench.get('machine', {}).get('cores', '?')} cores |")
+    fresh = {"wheel-check": "`make setup CAFFE_WHEEL=...`, a fresh clone, no root (venv, requirements, the wheel)",
+             "setup-test": "`make setup`, a fresh clone, building Caffe from source (Debian packages, venv, Caffe)"}
+    runs = sorted((install or {}).get("runs", {}).values(), key=lambda r: (r["label"], r["release"]))
+    for label, what in fresh.items():
+        timed = [(r, s) for r in runs if r["label"] == label
+                 for s in r["steps"] if s["command"].startswith("make setup")]
+        if timed:
+            took = ", ".join(f"{runinfo.duration(s['seconds'])} ({r['release']})" for r, s in timed)
+            rows.append(f"| {what} | {took} | {timed[-1][0]['date'][:10]}, {timed[-1][0]['cores']} cores, clean "
+                        "roots (`make portability" + ("-wheel" if label == "wheel-check" else "") + "`) |")
     return rows
 
 
-def times_section(measured: dict, bench: dict | None = None) -> str:
-    rows = times_rows(measured, bench)
+def times_section(measured: dict, bench: dict | None = None, install: dict | None = None) -> str:
+    rows = times_rows(measured, bench, install)
     body = ["| command | took | measured on |", "|---|---|---|", *rows] if rows else \
         ["No run has been published yet (`make demo`, `make test`, then `make readme`)."]
-    return (f"{TIMES_START}\n<!-- generated from {MEASURED_FILE} (and bench/results.json) by `make readme`: edit "
+    return (f"{TIMES_START}\n<!-- generated from {MEASURED_FILE} (and bench/results.json, docs/install.json) by "
+            f"`make readme`: edit "
             f"neither by hand -->\n" + "\n".join(body) + f"\n{TIMES_END}")
 
 
@@ -302,8 +314,13 @@ def committed_bench(repo) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def with_times_section(readme: str, measured: dict, bench: dict | None = None) -> str:
-    return replace_between(readme, TIMES_START, TIMES_END, times_section(measured, bench))
+def committed_install(repo) -> dict | None:
+    f = Path(repo) / "docs/install.json"  # written by tools/install_report.py --publish
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def with_times_section(readme: str, measured: dict, bench: dict | None = None, install: dict | None = None) -> str:
+    return replace_between(readme, TIMES_START, TIMES_END, times_section(measured, bench, install))
 
 
 def write_results(repo, timings) -> Path | None:
@@ -367,7 +384,7 @@ def publish(repo) -> list[Path]:
     put(MEASURED_FILE, json.dumps(measured, indent=1, sort_keys=True) + "\n")
     readme = (repo / "README.md").read_text()
     readme = with_readme_section(readme, (repo / RESULTS_FILE).read_text())
-    readme = with_times_section(readme, measured, committed_bench(repo))
+    readme = with_times_section(readme, measured, committed_bench(repo), committed_install(repo))
     put("README.md", readme)
     return changed
 

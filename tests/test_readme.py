@@ -87,7 +87,8 @@ def test_readme_times_section_is_docs_measured():
     readme = README.read_text()
     start, end = readme.find(demo.TIMES_START), readme.find(demo.TIMES_END)
     assert 0 <= start < end, f"README.md has no {demo.TIMES_START} ... {demo.TIMES_END} section"
-    assert readme[start:end + len(demo.TIMES_END)] == demo.times_section(measured, demo.committed_bench(REPO)), (
+    assert readme[start:end + len(demo.TIMES_END)] == demo.times_section(measured, demo.committed_bench(REPO),
+                                                                          demo.committed_install(REPO)), (
         f"README.md's times differ from {demo.MEASURED_FILE}: run `make readme`")
 
 

@@ -173,7 +173,8 @@ install_wheel() {
         "the wheel must match this Python ($("$VENV/bin/python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')) and x86_64 Linux with glibc at least the one in its name"
     echo "$want" >"$stamp"
   fi
-  echo "$site" >"$VENV/caffe-prefix"
+  # (written only when it changes: a venv shared read-only, as the container's under `docker run --user`, stays so)
+  [[ $(cat "$VENV/caffe-prefix" 2>/dev/null) == "$site" ]] || echo "$site" >"$VENV/caffe-prefix"
   log=$logs/import-check.log
   { "$VENV/bin/python" -c 'import caffe; caffe.Net' && "$VENV/bin/caffe" --version; } >"$log" 2>&1 ||
     die "import caffe from the wheel" "$log" "see the log; CAFFE_WHEEL=0 make setup builds Caffe from source instead"
