@@ -31,7 +31,7 @@ import numpy as np
 from tools import lmdb_io, locks, paths
 from tools.cli import exit_on
 from tools.datasets import DATASETS, DatasetError, load_cifar10, load_fashion_mnist, stratified_subset
-from tools.fileio import write_text
+from tools.fileio import read_json, write_text
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -141,16 +141,13 @@ def prepare(name: str, per_class: int = 100, seed: int = 0, repo=paths.REPO, log
         archive = options["archive"]["path"]
     marker = folder / "prepared.json"
     with locks.locked(folder, what=f"the data folder {folder}"):
-        if marker.exists():
-            try:
-                done = json.loads(marker.read_text())
-            except ValueError:
-                done = {}
-            if {k: done.get(k) for k in options} == options:
-                problem = check_prepared(folder, done, options)
-                if problem is None:
-                    return done
-                log(f"[q1] {problem}: preparing {name} again")
+        # a damaged prepared.json is moved aside and the data prepared again
+        done = read_json(marker, log=lambda line: log(f"[q1] {line}"))
+        if done is not None and {k: done.get(k) for k in options} == options:
+            problem = check_prepared(folder, done, options)
+            if problem is None:
+                return done
+            log(f"[q1] {problem}: preparing {name} again")
         return _write_prepared(name, per_class, seed, repo, log, archive, folder, options)
 
 

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog reads this when caffe loads
@@ -35,7 +36,7 @@ from tools import caffe_runner, locks, paths
 from tools.cli import exit_on
 from tools.datasets import DatasetError
 from tools.draw_net import draw, graphviz_missing
-from tools.fileio import write_text
+from tools.fileio import move_aside, read_json, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 
@@ -98,7 +99,21 @@ def check_same_nets(run_dir: Path, net_dir: Path, fresh: bool) -> bool:
     the run starts afresh (the runner then moves the old snapshots aside)."""
     digest = hashlib.sha256(b"".join((net_dir / f).read_bytes() for f in NET_FILES)).hexdigest()[:16]
     stamp = run_dir / "nets.sha256"
-    changed = stamp.exists() and stamp.read_text().strip() != digest
+    try:
+        recorded = stamp.read_bytes().decode().strip()
+    except FileNotFoundError:
+        recorded = None
+    except UnicodeDecodeError:
+        recorded = ""
+    if recorded is not None and not re.fullmatch(r"[0-9a-f]{16}", recorded):
+        # damaged: which net the snapshots are of cannot be told, so they are neither resumed nor deleted
+        if not fresh:
+            raise RunExists(f"{stamp} is damaged (not the 16-hex-digit digest this toolkit writes), so whether "
+                            f"{run_dir}'s snapshots are of this net cannot be told; nothing was changed. Fix: rerun "
+                            "with --fresh to train it anew (the old snapshots, log and this file are moved aside)")
+        move_aside(stamp, "broken")
+        recorded = None
+    changed = recorded is not None and recorded != digest
     if changed and not fresh:
         raise RunExists(f"{run_dir} holds a run of another version of this net or solver ({net_dir} changed since); "
                         "nothing was changed. Fix: rerun with --fresh to train it anew (the old snapshots and log are "
@@ -115,10 +130,9 @@ def full_validation(repo: Path, folder: str, run_dir: Path, spec, gpu=None) -> d
     stamp = {"weights": weights.name, "size": weights.stat().st_size, "mtime_ns": weights.stat().st_mtime_ns,
              "images": spec.val_count}
     cache = run_dir / "val_full.json"
-    if cache.exists():
-        done = json.loads(cache.read_text())
-        if {k: done.get(k) for k in stamp} == stamp:
-            return done
+    done = read_json(cache, log=lambda line: print(f"[q1] {line}"))  # a damaged one is moved aside and made again
+    if done is not None and {k: done.get(k) for k in stamp} == stamp and {"accuracy", "loss"} <= done.keys():
+        return done
     import caffe
 
     if gpu is None:

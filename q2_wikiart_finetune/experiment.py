@@ -36,7 +36,7 @@ from q2_wikiart_finetune.task import solver as mode_solver
 from tools import caffe_runner, locks, paths
 from tools import weights as caffe_weights
 from tools.cli import exit_on
-from tools.fileio import atomic_path, write_if_changed, write_text
+from tools.fileio import atomic_path, read_json, write_if_changed, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 from tools.solver import solver_text
@@ -170,7 +170,7 @@ def _run(task, modes, *, pretrained, repo, gpu, progress, default_task, summary_
         check_weights_fit(task, pretrained, repo)
     metrics, logs, best = {}, {}, None
     timings_file = out / "timings.json"
-    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    timings = read_json(timings_file, log=lambda line: print(f"[q2] {line}")) or {}  # damaged: moved aside
     for mode in modes:
         folder, run_dir = run_folders(task, default_task, mode, pretrained, repo)
         print(f"[q2] {task.name}: {mode}" + (f" (settings other than the defaults: {run_dir})"

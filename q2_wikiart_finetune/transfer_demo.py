@@ -32,7 +32,7 @@ from q2_wikiart_finetune.task import write as write_prototxts
 from tools import caffe_runner, paths
 from tools.cli import exit_on
 from tools.datasets import FASHION_MNIST_CLASSES, DatasetError, load_fashion_mnist, stratified_subset
-from tools.fileio import atomic_path, write_if_changed, write_text
+from tools.fileio import atomic_path, read_json, write_if_changed, write_text
 from tools.parse_log import parse_log
 from tools.plot_log import plot_runs
 from tools.transform import mean_bgr
@@ -99,8 +99,9 @@ def prepare(sizes=Sizes(), repo=paths.REPO, seed=0) -> dict:
     root = Path(repo) / DATA
     marker = root / "prepared.json"
     want = dataclasses.asdict(sizes) | {"seed": seed}
-    if marker.exists() and json.loads(marker.read_text()).get("sizes") == want:
-        return json.loads(marker.read_text())
+    done = read_json(marker)  # a damaged one is moved aside and the data prepared again
+    if done is not None and done.get("sizes") == want:
+        return done
     ds = load_fashion_mnist()
     split, info = plan(sizes, seed, ds)
     images = root / "images"

@@ -558,3 +558,59 @@ def test_q1_prepared_data_failing_its_manifest_is_prepared_again(q1_first_run):
     logged.clear()
     data.prepare("fashion-mnist", 2, 0, repo, log=logged.append)
     assert logged == [], "whole data is not prepared again"
+
+
+# ---- State files: a damaged one is moved aside and made again, or refused in one line -------------------------
+
+
+CUT = '{"weights": "snap'  # a state file cut short mid-write, as the issue reproduced it
+
+
+def test_q1_damaged_val_full_and_prepared_json_are_moved_aside_and_made_again(q1_first_run, capsys):
+    repo, first = q1_first_run
+    cache, marker = first / "baseline/val_full.json", repo / "data/q1/fashion-mnist/prepared.json"
+    good = json.loads(cache.read_text())
+    cache.write_text(CUT)
+    marker.write_text(CUT)
+    capsys.readouterr()
+    assert experiment.run("fashion-mnist", per_class=2, seed=0, variants=["baseline"], max_iter=4, repo=repo,
+                          progress=False) == first
+    out = capsys.readouterr().out
+    assert f"[q1] {marker} was damaged (not valid JSON: Unterminated string" in out
+    assert f"[q1] {cache} was damaged (not valid JSON" in out and "moved aside to val_full.json.broken" in out
+    assert "already trained (4 iterations)" in out, "a damaged cache made it train again"
+    # kept, not deleted; made again with the same numbers
+    assert (first / "baseline/val_full.json.broken").read_text() == CUT
+    assert marker.with_name("prepared.json.broken").read_text() == CUT
+    assert json.loads(cache.read_text()) == good
+    assert json.loads(marker.read_text())["per_class"] == 2
+
+
+def test_q1_a_damaged_nets_stamp_is_refused_naming_it_and_the_fix(q1_first_run):
+    repo, first = q1_first_run
+    stamp = first / "baseline/nets.sha256"
+    real = stamp.read_text()
+    stamp.write_bytes(b"3f\x00\xff")  # garbage: which net the snapshots are of cannot be told
+    before = files_of(first / "baseline")
+    try:
+        with pytest.raises(experiment.RunExists) as e:
+            experiment.run("fashion-mnist", per_class=2, seed=0, variants=["baseline"], max_iter=4, repo=repo,
+                           progress=False)
+        assert "\n" not in str(e.value)
+        assert str(e.value).startswith(f"{stamp} is damaged") and "Fix: rerun with --fresh" in str(e.value)
+        assert files_of(first / "baseline") == before, "a refused run changed the run folder"
+    finally:
+        stamp.write_text(real)
+
+
+def test_a_damaged_lmdb_manifest_is_refused_in_one_line_and_the_records_still_count(tmp_path, small_lmdb):
+    lmdb = tmp_path / "test_lmdb"
+    shutil.copytree(small_lmdb / "test_lmdb", lmdb)
+    counts = lmdb_io.label_counts(lmdb)
+    (lmdb / "manifest.json").write_text(CUT)
+    with pytest.raises(lmdb_io.LmdbError) as e:
+        lmdb_io.check(lmdb, num_classes=10, fix="run `make data` again")
+    assert str(e.value) == (f"{lmdb / 'manifest.json'} is damaged (not valid JSON: Unterminated string starting at: "
+                            "line 1 column 13 (char 12)). Fix: run `make data` again")
+    assert lmdb_io.label_counts(lmdb) == counts, "the label check needs the records, not the manifest"
+    assert (lmdb / "manifest.json").read_text() == CUT, "a refused file was changed"

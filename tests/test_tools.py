@@ -314,6 +314,34 @@ def test_write_if_changed_keeps_the_date_of_an_unchanged_file(tmp_path):
     assert path.stat().st_mtime_ns != 1_000_000_000
 
 
+def test_read_json_moves_a_damaged_cache_aside_or_names_the_file_and_the_fix(tmp_path):
+    from tools.cli import exit_on
+    from tools.fileio import DamagedFile, read_json
+
+    path = tmp_path / "val_full.json"
+    assert read_json(path) is None  # none yet
+    path.write_text('{"accuracy": 0.75}')
+    assert read_json(path) == {"accuracy": 0.75}
+    lines = []
+    for n, (damage, problem) in enumerate([(b'{"weights": "snap', "not valid JSON: Unterminated string"),
+                                           (b"\xff\xfe{}", "not UTF-8 text"), (b"[1, 2]", "a JSON list, not an object"),
+                                           (b"", "not valid JSON: Expecting value")], 1):
+        path.write_bytes(damage)
+        with pytest.raises(DamagedFile) as e:
+            read_json(path, fix="rerun with --fresh")
+        assert str(e.value).startswith(f"{path} is damaged ({problem}") and "\n" not in str(e.value)
+        assert str(e.value).endswith(". Fix: rerun with --fresh")
+        assert path.read_bytes() == damage, "refused, yet changed"
+        assert read_json(path, log=lines.append) is None and not path.exists()
+        aside = tmp_path / ("val_full.json.broken" + (f".{n}" if n > 1 else ""))
+        assert aside.read_bytes() == damage, "a damaged file was not kept"
+        assert lines[-1].startswith(f"{path} was damaged ({problem}") and lines[-1].endswith(
+            f"moved aside to {aside.name}; making it again")
+    path.write_text("null")
+    with pytest.raises(SystemExit, match=r"^error: .*val_full\.json is damaged \(a JSON NoneType.*Fix: x$"), exit_on():
+        read_json(path, fix="x")
+
+
 def test_exit_on_ends_expected_failures_in_one_line(tmp_path):
     import errno
 

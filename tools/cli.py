@@ -5,8 +5,9 @@ never a traceback.
         run(...)
 
 The common ones, caught by every command: Caffe failures and a refused run (tools.caffe_runner),
-a missing set-up (tools.paths.SetupError), a folder another run holds (tools.locks.Busy), an interrupted
-training (how to resume) and any OSError (the file, what the system said, and the fix: os_error_line).
+a missing set-up (tools.paths.SetupError), a folder another run holds (tools.locks.Busy), a damaged state
+file (tools.fileio.DamagedFile), an interrupted training (how to resume) and any OSError (the file, what
+the system said, and the fix: os_error_line).
 `cli_errors` is the same helper under the name tools.caffe_runner has used.
 """
 
@@ -38,10 +39,11 @@ def exit_on(*expected: type[BaseException]):
     1); an interrupted training says how to resume."""
     # imported here, not at the top: tools.caffe_runner imports this module
     from tools import caffe_runner, locks, paths
+    from tools.fileio import DamagedFile
 
     try:
         yield
-    except (caffe_runner.CaffeError, paths.SetupError, locks.Busy, *expected) as e:
+    except (caffe_runner.CaffeError, paths.SetupError, locks.Busy, DamagedFile, *expected) as e:
         sys.exit(f"error: {e}")
     except caffe_runner.TrainingInterrupted as e:
         sys.exit(str(e) if str(e) else "interrupted: Caffe saved a snapshot; run the same command again to resume")

@@ -1,8 +1,11 @@
 """Atomic writes: a reader never sees half a file, and a failed write leaves the old file alone.
-`write_if_changed` leaves a file with the same text untouched, so its date says when it last changed."""
+`write_if_changed` leaves a file with the same text untouched, so its date says when it last changed.
+`read_json` reads a JSON state file, moving a damaged one aside (a cache) or naming it and the fix."""
 
 import contextlib
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -92,3 +95,40 @@ def move_aside(path, tag: str, name_of=None) -> Path:
         except FileExistsError:
             continue
     raise OSError(f"cannot find a free name to move {path} aside")
+
+
+class DamagedFile(ValueError):
+    """A state file the toolkit wrote (a marker, a cache, a manifest) is not what it wrote: cut short, not
+    UTF-8, not JSON, or not a JSON object. The message names the file and the fix."""
+
+
+def read_json(path, *, fix: str | None = None, log=None) -> dict | None:
+    """Read a JSON object that the toolkit wrote and keeps as state. None if there is no such file.
+
+    A damaged one (cut short, garbled, not an object) never raises a bare JSONDecodeError: with `fix` None
+    it is a cache that can be made again, so it is moved aside as `<name>.broken` (kept, never deleted), one
+    line says so (`log`, default stderr), and None is returned for the caller to rebuild it; with `fix`
+    given it cannot be rebuilt here, and DamagedFile says which file and the fix, leaving the file alone.
+    Other OSErrors (a folder in its place, no permission) propagate for tools.cli to name."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes().decode())
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except ValueError as e:  # JSONDecodeError: cut short or garbled
+        problem = f"not valid JSON: {e}"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"a JSON {type(value).__name__}, not an object"
+    if fix is not None:
+        raise DamagedFile(f"{path} is damaged ({problem}). Fix: {fix}")
+    aside = move_aside(path, "broken")
+    (log or _stderr)(f"{path} was damaged ({problem}): moved aside to {aside.name}; making it again")
+    return None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)

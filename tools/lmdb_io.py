@@ -27,7 +27,7 @@ import lmdb
 import numpy as np
 
 from tools import paths
-from tools.fileio import _UMASK, atomic_path, write_text
+from tools.fileio import _UMASK, DamagedFile, atomic_path, read_json, write_text
 from tools.weights import blob_array
 
 MANIFEST = "manifest.json"
@@ -259,14 +259,17 @@ def check_pages(path, fix="write it again") -> int:
     return stat["entries"]
 
 
-def read_manifest(path) -> dict | None:
+def read_manifest(path, fix="write it again") -> dict | None:
+    """The LMDB's manifest; None if it has none. A damaged one is refused (LmdbError naming it and `fix`):
+    without it the LMDB cannot be checked, and the callers that can write the LMDB again do so on that error
+    (the LMDB and its manifest are replaced together)."""
     f = Path(path) / MANIFEST
     try:
-        return json.loads(f.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise LmdbError(f"{f} is unreadable ({e})") from None
+        return read_json(f, fix=fix)
+    except DamagedFile as e:
+        raise LmdbError(str(e)) from None
+    except OSError as e:
+        raise LmdbError(f"{f} is unreadable ({e.strerror or e}). Fix: {fix}") from None
 
 
 def check(path, *, entries=None, source=None, num_classes=None, fingerprint=True, fix="write it again") -> dict:
@@ -276,7 +279,7 @@ def check(path, *, entries=None, source=None, num_classes=None, fingerprint=True
     raises LmdbError naming what does not match."""
     path = Path(path)
     found = check_pages(path, fix)
-    manifest = read_manifest(path)
+    manifest = read_manifest(path, fix)
     if manifest is None:
         raise LmdbError(f"{path} has no {MANIFEST}: it was not written by this toolkit's current version, "
                         f"so its contents cannot be checked. Fix: {fix}")
@@ -307,7 +310,10 @@ def label_counts(path) -> dict[int, int]:
     read record by record (the label field only is used, but each Datum is parsed: ~1 s per 100,000)."""
     path = Path(path)
     check_pages(path)
-    manifest = read_manifest(path)
+    try:
+        manifest = read_manifest(path)
+    except LmdbError:  # a damaged manifest: the records say
+        manifest = None
     if manifest and manifest.get("data_size") == (path / "data.mdb").stat().st_size and "labels" in manifest:
         return {int(k): v for k, v in manifest["labels"].items()}
     pb2 = _caffe_pb2()
