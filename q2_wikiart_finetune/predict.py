@@ -173,6 +173,20 @@ def read_list(list_file, root=None):
     return files, (labels if len(labels) == len(files) else None)
 
 
+def check_labels(list_file, labels, num_classes, weights=None):
+    """ValueError naming the list file, the line and the allowed range for the first label outside
+    0..num_classes-1 (a negative one included: numpy would count -1 as the last class)."""
+    if labels is None:
+        return
+    lines = [n for n, line in enumerate(Path(list_file).read_text().splitlines(), 1) if line.split()]
+    for n, label in zip(lines, labels, strict=True):
+        if not 0 <= label < num_classes:
+            net = f"{weights or 'the net'} has {num_classes} classes"
+            raise ValueError(f"{list_file}:{n}: label {label} is outside 0..{num_classes - 1} ({net}); nothing was "
+                             "written. Fix: labels are class indices counted from 0: correct the list, or give the "
+                             "weights and deploy of a net with that many classes")
+
+
 def gather(images, root=None):
     images = Path(images)
     if images.is_dir():
@@ -256,6 +270,8 @@ def main(argv=None):
         files, labels = gather(a.images, a.root)
         mean = mean_bgr(None if a.mean_value else a.mean_file, a.mean_value)
         clf = load_classifier(a.deploy, a.weights, new_size=a.new_size, crop=a.crop, mean=mean, gpu=a.gpu)
+        # the labels against the net's classes before any compute and before any output is written
+        check_labels(a.images, labels, clf.net.blobs[clf.output].data.shape[1], a.weights)
         probs = predict(clf, files, oversample=a.oversample)
     except (FileNotFoundError, ValueError, CaffeError, OSError) as e:
         sys.exit(f"error: {e}")
