@@ -220,6 +220,34 @@ def test_a_snapshot_of_another_net_is_refused_and_fresh_moves_it_aside_until_don
     assert not aside.exists() and any("removed the run it replaced" in n for n in notes)
 
 
+def test_fresh_keeps_the_snapshots_moved_aside_as_broken(tmp_path, make_run):
+    solver = make_run(max_iter=20, snapshot=10, test_interval=10)
+    log = tmp_path / "train.log"
+    caffe_runner.train(solver, log, progress=False)
+    model = tmp_path / "snap_iter_20.caffemodel"
+    cut = model.read_bytes()[: model.stat().st_size // 2]
+    model.write_bytes(cut)
+    caffe_runner.train(solver, log, progress=False, say=lambda _: None)  # moves the damaged one aside, retrains
+    broken = tmp_path / "snap_iter_20.caffemodel.broken"
+    assert broken.read_bytes() == cut
+    # a replaced folder left by an earlier version, which swept a .broken file in with the run's snapshots
+    legacy = tmp_path / "snap.replaced-20260101-000000-1"
+    legacy.mkdir()
+    (legacy / "snap_iter_10.caffemodel").write_bytes(b"an old run's snapshot")
+    (legacy / "snap_iter_20.caffemodel.broken").write_bytes(b"an older damaged snapshot")
+
+    p = subprocess.run([*RUNNER, str(solver), "--log", str(log), "--fresh"], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert ("removed the run it replaced (snap.replaced-20260101-000000-1); kept what had been moved aside, now "
+            "beside it: snap_iter_20.caffemodel.broken.2") in p.stderr, p.stderr
+    assert not list(tmp_path.glob("snap.replaced-*")), "the replaced runs' snapshots and logs are removed"
+    assert broken.read_bytes() == cut, "--fresh deleted a file the toolkit had moved aside"
+    assert (tmp_path / "snap_iter_20.caffemodel.broken.2").read_bytes() == b"an older damaged snapshot"
+    assert caffe_runner.check_snapshot(tmp_path / "snap_iter_20.solverstate")
+    assert [r["NumIters"] for r in parse_log(log).test(0)] == [0, 10, 20], "the new run is whole"
+
+
 # ---- logs ---------------------------------------------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ What is checked before Caffe starts, so that a mistake ends in one line naming t
     ImageData image present, mean files readable BlobProtos, -weights a parsable file that fits;
   - one run at a time per snapshot prefix (tools.locks).
 Starting afresh (`fresh=True`, `--fresh`) moves the old snapshots and log aside into
-`<prefix>.replaced-<time>/`, which is removed only once the new run has completed.
+`<prefix>.replaced-<time>/`, which is removed only once the new run has completed; files the toolkit moved
+aside (`.broken`) are never part of it, and are kept.
 """
 
 import argparse
@@ -27,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -272,9 +272,16 @@ def usable_snapshot(prefix: Path, *, cwd=paths.REPO, shapes=None, say=print) -> 
     return None
 
 
+def _run_file(prefix: Path, name: str) -> bool:
+    """Whether `name` is one of a run's own snapshot files, `<prefix>_iter_N.caffemodel|solverstate[.h5]`: not
+    one the toolkit moved aside (`.broken`, `.mismatch`, ...), which --fresh keeps where it is."""
+    return re.fullmatch(re.escape(prefix.name) + r"_iter_\d+\.(caffemodel|solverstate)(\.h5)?", name) is not None
+
+
 def _replace_aside(prefix: Path, log: Path, say=print) -> Path | None:
-    """Move a run's snapshots and log into `<prefix>.replaced-<time>/` (kept until a new run completes)."""
-    files = [f for f in prefix.parent.glob(prefix.name + "_iter_*") if f.is_file()]
+    """Move a run's snapshots and log into `<prefix>.replaced-<time>/` (kept until a new run completes).
+    Files moved aside earlier (`<snapshot>.broken`) stay where they are: they are never removed."""
+    files = [f for f in prefix.parent.glob(prefix.name + "_iter_*") if f.is_file() and _run_file(prefix, f.name)]
     if log.exists():
         files.append(log)
     if not files:
@@ -288,12 +295,33 @@ def _replace_aside(prefix: Path, log: Path, say=print) -> Path | None:
     return aside
 
 
-def _drop_replaced(prefix: Path, say=print):
-    """The new run completed: the runs it replaced (moved aside by --fresh) can go."""
+def _drop_replaced(prefix: Path, log: Path, say=print):
+    """The new run completed: the runs it replaced (moved aside by --fresh) can go, that is their snapshots and
+    log. Anything else in such a folder (a `.broken` snapshot an earlier version swept in with them) is moved
+    back beside the prefix under a free name, never deleted."""
     for aside in sorted(prefix.parent.glob(f"{prefix.name}.replaced-*")):
-        if aside.is_dir():
-            shutil.rmtree(aside)
-            say(f"[caffe_runner] the new run is complete; removed the run it replaced ({aside.name})")
+        if not aside.is_dir() or aside.is_symlink():
+            continue
+        kept = []
+        for f in sorted(aside.iterdir()):
+            if f.is_file() and not f.is_symlink() and (_run_file(prefix, f.name) or f.name == log.name):
+                f.unlink()
+            else:
+                kept.append(_move_back(f, prefix.parent).name)
+        aside.rmdir()
+        say(f"[caffe_runner] the new run is complete; removed the run it replaced ({aside.name})"
+            + (f"; kept what had been moved aside, now beside it: {', '.join(kept)}" if kept else ""))
+
+
+def _move_back(f: Path, folder: Path) -> Path:
+    """Rename `f` into `folder` under its name, or `<name>.2`, ... if taken; never over an existing file."""
+    for n in range(1, 10_000):
+        target = folder / (f.name + (f".{n}" if n > 1 else ""))
+        if target.exists() or target.is_symlink():
+            continue
+        os.rename(f, target)
+        return target
+    raise OSError(f"cannot find a free name in {folder} for {f}")
 
 
 def _ends_mid_line(log: Path) -> bool:
@@ -453,7 +481,7 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
                 if found:
                     resumed_from, start = found
                     if start >= max_iter:
-                        _drop_replaced(prefix, say)
+                        _drop_replaced(prefix, log, say)
                         return TrainResult(log, start, start, 0.0, resumed_from, already_done=True)
         elif snapshot is not None:
             resumed_from = Path(snapshot)
@@ -492,7 +520,7 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
                     raise CaffeError(f"caffe finished, but {e} (is the disk full?). Moved aside: {', '.join(moved)}. "
                                      "Fix: free disk space and run the same command again; it resumes from the last "
                                      f"good snapshot\n  log: {log}", log=log) from None
-            _drop_replaced(prefix, say)
+            _drop_replaced(prefix, log, say)
     return TrainResult(log, start, max_iter, time.time() - t0, resumed_from)
 
 
