@@ -115,6 +115,28 @@ def test_checksum_mismatch_keeps_the_download_aside(server, payload, tmp_path):
     assert (tmp_path / "f.bin.mismatch").read_bytes() == payload
 
 
+def test_repeated_mismatches_of_the_same_bytes_keep_one_copy(server, payload, tmp_path):
+    url = server.add("/f.bin", payload)
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match=r"kept as .*f\.bin\.mismatch\)"):
+        download(url, dest, sha1="0" * 40, **FAST)
+    for _ in range(2):  # the same wrong file again: one copy is enough, and the message says where it is
+        with pytest.raises(DownloadError, match=rf"the same file as {tmp_path / 'f.bin.mismatch'}, kept from an "
+                                                r"earlier try\)\. Fix: run again"):
+            download(url, dest, sha1="0" * 40, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin.mismatch"]
+    # other wrong bytes (same size) are another file: kept beside the first
+    other = bytes(b ^ 1 for b in payload)
+    url = server.add("/f.bin", other)
+    with pytest.raises(DownloadError, match=r"kept as .*f\.bin\.mismatch\.2\)"):
+        download(url, dest, sha1="0" * 40, **FAST)
+    assert (tmp_path / "f.bin.mismatch").read_bytes() == payload
+    assert (tmp_path / "f.bin.mismatch.2").read_bytes() == other
+    with pytest.raises(DownloadError, match=r"the same file as .*f\.bin\.mismatch\.2, kept"):
+        download(url, dest, sha1="0" * 40, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin.mismatch", "f.bin.mismatch.2"]
+
+
 def test_wrong_content_is_rejected_by_its_checksum(server, payload, tmp_path):
     url = server.add("/f.bin", payload, faults=[Body(b"<html>login</html>")])
     with pytest.raises(DownloadError, match="checksum mismatch.*use a copy you trust with make q2 WEIGHTS=path"):

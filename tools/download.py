@@ -10,7 +10,8 @@ names the URL, the cause and the fix.
 
 Nothing a user placed is deleted: a file at `dest` that fails its checksum (a copy from elsewhere, an
 older version) is moved aside to `<dest>.mismatch` before the download, and a download that fails
-its checksum is kept as `<dest>.mismatch` too; the messages say where, and `own_file_hint` tells the
+its checksum is kept as `<dest>.mismatch` too (once: a rerun that receives the same bytes keeps no
+second copy, `.mismatch.2`, of them); the messages say where, and `own_file_hint` tells the
 user how to use a file they trust instead (e.g. `make q2 WEIGHTS=path`).
 """
 
@@ -152,16 +153,34 @@ def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), ret
     mismatch = checksum_mismatch(part, expected)
     if mismatch:
         size = part.stat().st_size
-        # an empty body is nothing to keep; anything else is kept under the file's own name
-        aside = move_aside(part, "mismatch", name_of=dest) if size else part.unlink()
+        # an empty body is nothing to keep; anything else is kept under the file's own name, once: a rerun that
+        # receives the same wrong file again keeps no second copy of it
+        same = _same_mismatch(part, dest) if size else None
+        if same:
+            part.unlink()
+        aside = None if same else move_aside(part, "mismatch", name_of=dest) if size else part.unlink()
         algorithm, want, got = mismatch
-        kept = f"kept as {aside}" if aside else "nothing was received"
+        kept = (f"the same file as {same}, kept from an earlier try" if same else f"kept as {aside}" if aside
+                else "nothing was received")
         use = f", or use a copy you trust with {own_file_hint}" if own_file_hint else ""
         raise DownloadError(f"checksum mismatch for {url}: expected {algorithm} {want}, got {got} ({size} bytes, "
                             f"{kept}). Fix: run again; if it fails the same way, the server holds a different file "
                             f"(an error page, another version): check the URL{_mirror_hint(url_env, ' or')}{use}")
     os.replace(part, dest)
     return dest
+
+
+def _same_mismatch(part: Path, dest: Path) -> Path | None:
+    """A `<dest>.mismatch[.N]` kept earlier with exactly the content of `part` (size, then SHA-256), or None."""
+    pattern = re.compile(re.escape(dest.name) + r"\.mismatch(\.\d+)?")
+    size, digest = part.stat().st_size, None
+    for f in sorted(dest.parent.iterdir()):
+        if not pattern.fullmatch(f.name) or not f.is_file() or f.stat().st_size != size:
+            continue
+        digest = digest or file_digest(part, "sha256")
+        if file_digest(f, "sha256") == digest:
+            return f
+    return None
 
 
 def _fetch_resuming(session, url, part: Path, timeout, desc, progress, url_env, retries):
