@@ -33,6 +33,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from tools import caffe_runner, paths, runinfo  # noqa: E402
 from tools.cli import exit_on  # noqa: E402
 from tools.fileio import write_bytes, write_if_changed, write_text  # noqa: E402
+from tools.readme_sections import replace_between  # noqa: E402
 
 # What a run writes (results/ is ignored by git)
 OUT = "results/demo"
@@ -244,14 +245,6 @@ def readme_section(results_text: str) -> str:
     body = "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
     return (f"{README_START}\n<!-- generated from {RESULTS_FILE} by `make readme`: "
             f"edit neither by hand -->\n{body}\n{README_END}")
-
-
-def replace_between(readme: str, start_marker: str, end_marker: str, section: str) -> str:
-    """`readme` with the text from `start_marker` to `end_marker` (both included) replaced by `section`."""
-    start, end = readme.find(start_marker), readme.find(end_marker)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md has no {start_marker} ... {end_marker} section")
-    return readme[:start] + section + readme[end + len(end_marker):]
 
 
 def with_readme_section(readme: str, results_text: str) -> str:

@@ -31,6 +31,7 @@ from bench import machine
 from bench.common import DEFAULT_THREADS, FIGURES_ENV, STOCK_ENV, loadavg, stock_prefix, thread_env
 from tools import paths, runinfo
 from tools.fileio import atomic_path, write_text
+from tools.readme_sections import replace_between
 
 BENCHMARKS = {  # name -> module under bench/, in the order they run and appear
     "frameworks": "frameworks",
@@ -246,8 +247,7 @@ def replace_section(text: str, section: str) -> str:
     """`text` with the part between the markers replaced by `section`; ValueError without the markers."""
     if readme_section(text) is None:
         raise ValueError(f"no '{START}' ... '{END}' section")
-    return re.sub(re.escape(START) + r"\n.*?" + re.escape(END), lambda _: f"{START}\n{section}{END}", text,
-                  count=1, flags=re.DOTALL)
+    return replace_between(text, START, END, f"{START}\n{section}{END}")
 
 
 def write_readme(results, readme=README) -> bool:

@@ -17,6 +17,7 @@ import sys
 
 from tools.fileio import write_if_changed
 from tools.paths import REPO, RESULTS
+from tools.readme_sections import replace_between
 
 DOCS = REPO / "docs/install.json"
 START, END = "<!-- install:results:start -->", "<!-- install:results:end -->"
@@ -71,10 +72,7 @@ def render(data: dict) -> str:
 
 
 def with_section(readme: str, section: str) -> str:
-    start, end = readme.find(START), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md has no {START} ... {END} section")
-    return readme[:start] + section + readme[end + len(END):]
+    return replace_between(readme, START, END, section)
 
 
 def collect(data: dict) -> dict:
