@@ -139,8 +139,11 @@ build_key() {
 # Debian's source package unpacked (with Debian's patches) into DEST, then ours: PATCHES (relative to
 # tools/setup/), default those of this build. Used by build_caffe.sh and selftest.sh alike.
 unpack_patched_source() {
-  local dest=$1 patches=${2:-$(caffe_patches | tr '\n' ' ')} p
-  dpkg-source -x "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc" "$dest" || return 1
+  local dest=$1 patches=${2:-$(caffe_patches | tr '\n' ' ')} p source
+  # the .dsc, or the debian.tar where the mirror lost the .dsc (fetch_debian_source)
+  source=$(compgen -G "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.dsc" ||
+    compgen -G "$CAFFE_CACHE/src/caffe_${CAFFE_DEB_VERSION}.debian.tar.*") || return 1
+  unpack_debian_source "${source%%$'\n'*}" "$dest" || return 1
   for p in $patches; do
     echo "== $p" && patch -d "$dest" -p1 --forward --batch <"$setup_dir/$p" || return 1
   done
