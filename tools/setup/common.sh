@@ -160,7 +160,7 @@ debian_mirror() {
 # fetch_debian_source PACKAGE VERSION SUITE [NAME]: PACKAGE's source (.dsc and tarballs) into $CAFFE_CACHE/src,
 # once, through a private apt configuration (own sources file, lists and cache under $CAFFE_CACHE/apt-SUITE),
 # so the machine's apt sources stay untouched and no root is needed. VERSION may be empty (the suite's).
-# Prints the .dsc's path.
+# Prints the .dsc's path (or, from a mirror that lost the .dsc, the debian.tar's: see below).
 fetch_debian_source() {
   local package=$1 version=$2 suite=$3 name=${4:-$1} dsc
   local dir=$CAFFE_CACHE/apt-$suite log=$CAFFE_CACHE/logs/fetch-source-$package.log

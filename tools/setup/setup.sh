@@ -27,6 +27,8 @@ source "$here/common.sh"
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-$repo/.venv}
+# the Caffe binaries a source build links into .venv/bin (a wheel brings its own console scripts)
+CAFFE_TOOLS=(caffe compute_image_mean convert_imageset upgrade_net_proto_text upgrade_solver_proto_text)
 [[ $VENV == /* ]] || VENV=$PWD/$VENV
 # Logs: the build cache's; with a wheel, results/setup-logs in the clone (a wheel set-up writes nothing
 # outside the clone but pip's cache)
@@ -114,7 +116,7 @@ link_caffe() {
   pydir=$(caffe_python_dir "$prefix")
   # A .pth file puts pycaffe on the venv's path without anyone exporting PYTHONPATH.
   echo "$pydir" >"$site/caffe-toolkit.pth.tmp" && mv "$site/caffe-toolkit.pth.tmp" "$site/caffe-toolkit.pth"
-  for tool in caffe compute_image_mean convert_imageset upgrade_net_proto_text upgrade_solver_proto_text; do
+  for tool in "${CAFFE_TOOLS[@]}"; do
     [[ -x $prefix/bin/$tool ]] && ln -sfn "$prefix/bin/$tool" "$VENV/bin/$tool"
   done
   echo "$prefix" >"$VENV/caffe-prefix"
@@ -125,6 +127,9 @@ link_caffe() {
 }
 
 # ---- W. Caffe from a wheel -----------------------------------------------------------------------
+# A Python's wheel tag: cp311, cp313, ...
+python_tag() { "$1" -c 'import sys; print("cp%d%d" % sys.version_info[:2])'; }
+
 # The wheel for this venv's Python: CAFFE_WHEEL, else the newest matching bvlc_caffe wheel in dist/.
 find_wheel() {
   [[ ${CAFFE_WHEEL:-} == 0 ]] && return 0
@@ -135,7 +140,7 @@ find_wheel() {
   [[ -n ${CAFFE_ROOT:-} ]] && return 0
   command -v "$PYTHON" >/dev/null || return 0
   local tag found
-  tag=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null) || return 0
+  tag=$(python_tag "$PYTHON" 2>/dev/null) || return 0
   found=$(compgen -G "$repo/dist/bvlc_caffe-*-$tag-$tag-*.whl" | sort -V | tail -1 || true)
   if [[ -n $found ]]; then
     echo "$found"
@@ -150,8 +155,7 @@ install_wheel() {
   if [[ $wheel == installed ]]; then
     want=$(cat "$stamp")
     wheel=${want%% *}
-  elif [[ $wheel != *://* ]]; then
-    [[ -f $wheel ]] || die "CAFFE_WHEEL=$wheel" "-" "no such file: give the path of a bvlc_caffe-*.whl (make wheel builds them) or its URL"
+  elif [[ $wheel != *://* ]]; then  # (a missing file was refused before anything was made)
     wheel=$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")
     want="$wheel $(stat -c '%s %Y' "$wheel")"
   else
@@ -165,12 +169,12 @@ install_wheel() {
     # a source build wired in earlier: its .pth and links go (they are setup's own, in .venv), so that
     # pip never writes through a link into the cached build
     rm -f "$site/caffe-toolkit.pth"
-    for tool in caffe compute_image_mean convert_imageset upgrade_net_proto_text upgrade_solver_proto_text; do
+    for tool in "${CAFFE_TOOLS[@]}"; do
       [[ -L $VENV/bin/$tool ]] && rm -f "$VENV/bin/$tool"
     done
     "$VENV/bin/python" -m pip install --force-reinstall --no-deps "$wheel" >"$log" 2>&1 ||
       die "pip install $(basename "$wheel")" "$log" \
-        "the wheel must match this Python ($("$VENV/bin/python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')) and x86_64 Linux with glibc at least the one in its name"
+        "the wheel must match this Python ($(python_tag "$VENV/bin/python")) and x86_64 Linux with glibc at least the one in its name"
     echo "$want" >"$stamp"
   fi
   # (written only when it changes: a venv shared read-only, as the container's under `docker run --user`, stays so)

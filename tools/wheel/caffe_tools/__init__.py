@@ -43,10 +43,6 @@ def _entry(tool):
     return main
 
 
-caffe = _entry("caffe")
-compute_image_mean = _entry("compute_image_mean")
-convert_imageset = _entry("convert_imageset")
-extract_features = _entry("extract_features")
-upgrade_net_proto_binary = _entry("upgrade_net_proto_binary")
-upgrade_net_proto_text = _entry("upgrade_net_proto_text")
-upgrade_solver_proto_text = _entry("upgrade_solver_proto_text")
+# one console-script function per tool (the wheel's entry points name them: `caffe = caffe_tools:caffe`)
+for _tool in TOOLS:
+    globals()[_tool] = _entry(_tool)
