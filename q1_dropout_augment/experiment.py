@@ -33,7 +33,7 @@ if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog
 
 from q1_dropout_augment import data, nets
 from tools import caffe_runner, locks, paths
-from tools.cli import exit_on
+from tools.cli import exit_on, positive_int
 from tools.datasets import DatasetError
 from tools.draw_net import draw, graphviz_missing
 from tools.fileio import move_aside, read_json, write_text
@@ -278,13 +278,6 @@ def run(dataset="auto", per_class=100, seed=0, variants=nets.VARIANTS, max_iter=
     return out
 
 
-def positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
-    return n
-
-
 def main(argv=None):
     from tools.download import DownloadError
 
@@ -292,10 +285,12 @@ def main(argv=None):
                                  description="Train Q1's variants with caffe and write plots and a summary.")
     ap.add_argument("--dataset", default="auto",
                     help="cifar10, fashion-mnist, or auto: CIFAR-10 when it can be had, else Fashion-MNIST")
-    ap.add_argument("--per-class", type=positive, default=100, help="training-subset images per class (default 100)")
+    ap.add_argument("--per-class", type=positive_int, default=100,
+                    help="training-subset images per class (default 100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
     ap.add_argument("--variants", nargs="+", default=list(nets.VARIANTS), help=f"any of {', '.join(nets.VARIANTS)}")
-    ap.add_argument("--max-iter", type=positive, help="training iterations per variant (default: per dataset); other "
+    ap.add_argument("--max-iter", type=positive_int,
+                    help="training iterations per variant (default: per dataset); other "
                     "settings than the defaults get their own results folder")
     ap.add_argument("--fresh", action="store_true", help="train the variants anew: their previous snapshots and log "
                     "are moved aside, and removed once the new run has completed")

@@ -73,6 +73,7 @@ from q2_wikiart_finetune.wikiart_index import (
     select_subset,
 )
 from tools import paths
+from tools.cli import positive_int, seconds
 from tools.download import BACKOFF, MAX_BACKOFF, RETRY_STATUSES, DownloadError, error_cause
 from tools.fileio import atomic_path, write_bytes, write_text
 
@@ -551,20 +552,6 @@ def worker_count(text: str) -> int:
         raise argparse.ArgumentTypeError("0 workers would download nothing: give a positive count (e.g. 16), "
                                          "or -x for all cores but x (at least 1)")
     return n
-
-
-def positive_int(text: str) -> int:
-    n = int(text)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
-    return n
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more seconds")
-    return value
 
 
 def is_within(path: Path, folder: Path) -> bool:

@@ -249,7 +249,8 @@ def prepare_wikiart(seed, images, workers, *, timeout=30, from_dir=None, weights
 
 
 def main(argv=None):
-    from q2_wikiart_finetune.download_wikiart import image_count, positive_int, worker_count
+    from q2_wikiart_finetune.download_wikiart import image_count, worker_count
+    from tools.cli import positive_int
 
     ap = argparse.ArgumentParser(prog="python -m q2_wikiart_finetune.experiment", description=__doc__.split("\n\n")[0])
     ap.add_argument("-s", "--seed", type=int, default=761218, help="subset seed (the exercise: 761218)")

@@ -23,6 +23,7 @@ import numpy as np
 
 from tools import paths
 from tools.download import download
+from tools.errors import ToolkitError
 
 COLUMNS = ("image_id", "page_url", "image_url", "label", "_split")
 STYLES = ("Art Nouveau (Modern)", "Baroque", "Expressionism", "Impressionism", "Neoclassicism",
@@ -35,7 +36,7 @@ INDEX_ENV = "WIKIART_INDEX_URL"
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # image ids become file names
 
 
-class WikiArtIndexError(ValueError):
+class WikiArtIndexError(ToolkitError, ValueError):
     """The index is missing or not in the course's format; the message names the file, the row and the fix."""
 
 

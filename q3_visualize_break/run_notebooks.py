@@ -25,6 +25,7 @@ from pathlib import Path
 
 from q3_visualize_break.loading import WEIGHTS_ENV
 from tools import paths
+from tools.errors import ToolkitError
 from tools.fileio import write_text
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent
@@ -64,7 +65,7 @@ def write_unexecuted(folder=NOTEBOOK_DIR) -> list:
     return [write_text(Path(folder) / n, nbformat.writes(read_source(n)) + "\n") for n in NOTEBOOKS]
 
 
-class NotebookError(RuntimeError):
+class NotebookError(ToolkitError, RuntimeError):
     """A notebook cell failed; the message names the notebook, the cell and the error."""
 
 

@@ -158,7 +158,7 @@ def test_sigterm_to_the_runner_snapshots_and_says_how_to_resume(tmp_path, make_r
     runner.send_signal(signal.SIGTERM)
     _, err = runner.communicate(timeout=60)
     line = error_line(err)
-    assert runner.returncode != 0 and line.startswith("terminated (SIGTERM): Caffe saved a snapshot"), err
+    assert runner.returncode == 130 and line.startswith("terminated (SIGTERM): Caffe saved a snapshot"), err
     stopped_at = caffe_runner.latest_snapshot(solver)[1]
     assert 500 < stopped_at < 3000 and f"snap_iter_{stopped_at}.solverstate: run the same command again" in line
     kept = good_snapshots(tmp_path)
@@ -523,7 +523,9 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_recovers(tmp_path, make_run)
 def test_os_errors_name_the_file_and_the_fix():
     import errno
 
-    full = caffe_runner.os_error_line(OSError(errno.ENOSPC, "No space left on device", "/data/run/train.log"))
+    from tools.cli import os_error_line
+
+    full = os_error_line(OSError(errno.ENOSPC, "No space left on device", "/data/run/train.log"))
     assert full == ("/data/run/train.log: No space left on device (errno 28). Fix: free space on the disk that holds "
                     "it (df -h /data/run) and run the same command again: it resumes from the last good snapshot")
 

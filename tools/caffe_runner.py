@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import locks, paths
-from tools.cli import cli_errors, exit_on, os_error_line  # noqa: F401  (re-exported: one owner, tools.cli)
+from tools.cli import exit_on
+from tools.errors import ToolkitError
 from tools.fileio import move_aside
 from tools.progress import progress_bar
 from tools.solver import read_solver
@@ -53,7 +54,7 @@ ITERATION_LR = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
 SNAPSHOT_FILE = re.compile(r"_iter_(\d+)\.solverstate(\.h5)?$")
 
 
-class CaffeError(RuntimeError):
+class CaffeError(ToolkitError, RuntimeError):
     """Caffe failed (or would fail); the message quotes its fatal line and names the log."""
 
     def __init__(self, message, log=None, fatal_line=None, signal_name=None):
@@ -691,7 +692,7 @@ def main(argv=None):
                          "and removed once the new run completes")
     ap.add_argument("--cwd", default=str(paths.REPO), help="folder the prototxt paths are relative to")
     a = ap.parse_args(argv)
-    with cli_errors(FileNotFoundError, ValueError):
+    with exit_on(FileNotFoundError, ValueError):
         r = train(a.solver, a.log, weights=a.weights, gpu=a.gpu, fresh=a.fresh, cwd=a.cwd)
     if r.already_done:
         print(f"already trained: {r.final_iter} iterations (snapshot {r.resumed_from}); --fresh trains it again")
@@ -700,7 +701,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # The imported module's main, not this __main__ copy's: tools.cli catches tools.caffe_runner's classes.
-    from tools import caffe_runner
-
-    caffe_runner.main()
+    main()

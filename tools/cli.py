@@ -1,20 +1,28 @@
-"""How the toolkit's command lines end: an expected failure is one line, `error: ...`, and exit status 1,
-never a traceback.
+"""How the toolkit's command lines end, and the argument types they share.
 
-    with exit_on(DatasetError, ValueError):     # the failures this command expects, besides the common ones
+Exit status, the same for every command:
+    0    done
+    1    a failure the toolkit expected: one line, `error: <what and where>. Fix: ...`, never a traceback
+    2    a usage error (argparse's own convention: a wrong option or value)
+    130  interrupted (Ctrl-C, or a training stopped by a signal): one line saying how to go on
+
+    with exit_on(ValueError):          # failures this command expects besides the common ones
         run(...)
 
-The common ones, caught by every command: Caffe failures and a refused run (tools.caffe_runner),
-a missing set-up (tools.paths.SetupError), a folder another run holds (tools.locks.Busy), a damaged state
-file (tools.fileio.DamagedFile), an interrupted training (how to resume) and any OSError (the file, what
-the system said, and the fix: os_error_line).
-`cli_errors` is the same helper under the name tools.caffe_runner has used.
+The common ones, caught by every command: any tools.errors.ToolkitError (Caffe failures, a missing set-up,
+a folder another run holds, a damaged state file, ...), any OSError (the file, what the system said, and the
+fix: os_error_line), and KeyboardInterrupt.
 """
 
+import argparse
 import contextlib
 import errno
 import sys
 from pathlib import Path
+
+from tools.errors import ToolkitError
+
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def os_error_line(e: OSError) -> str:
@@ -28,6 +36,8 @@ def os_error_line(e: OSError) -> str:
                "snapshot")
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "make the folder writable (or work in a clone you own) and run the same command again"
+    elif e.errno == errno.EISDIR:
+        fix = "give a file name, not a folder"
     else:
         fix = "check the file and its disk, then run the same command again"
     return f"{where}: {e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "") + f". Fix: {fix}"
@@ -35,20 +45,37 @@ def os_error_line(e: OSError) -> str:
 
 @contextlib.contextmanager
 def exit_on(*expected: type[BaseException]):
-    """Within the block, the common failures and `expected` end the program with `error: <message>` (status
-    1); an interrupted training says how to resume."""
-    # imported here, not at the top: tools.caffe_runner imports this module
-    from tools import caffe_runner, locks, paths
-    from tools.fileio import DamagedFile
-
+    """Within the block, the common failures and `expected` end the program with one line and the status
+    above; an interrupted training says how to resume."""
     try:
         yield
-    except (caffe_runner.CaffeError, paths.SetupError, locks.Busy, DamagedFile, *expected) as e:
+    except (ToolkitError, *expected) as e:
         sys.exit(f"error: {e}")
-    except caffe_runner.TrainingInterrupted as e:
-        sys.exit(str(e) if str(e) else "interrupted: Caffe saved a snapshot; run the same command again to resume")
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted: nothing half-written is kept; run the same command again to go on",
+              file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except OSError as e:
         sys.exit(f"error: {os_error_line(e)}")
 
 
-cli_errors = exit_on
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
+    return n
+
+
+def seconds(text: str) -> float:
+    """argparse type: a duration of 0 or more seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more seconds")
+    return value

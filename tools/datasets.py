@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tools import paths
+from tools.errors import ToolkitError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # Zalando's; + the file name
@@ -63,7 +64,7 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
 DATASETS = ("cifar10", "fashion-mnist")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(ToolkitError, RuntimeError):
     """A dataset is missing or malformed; the message names the file and the fix."""
 
 

@@ -9,11 +9,12 @@ loading all go through `check_gpu`, so the same setting gets the same answer eve
 """
 
 from tools import paths
+from tools.errors import ToolkitError
 
 CPU_WORDS = ("", "cpu", "-1")
 
 
-class DeviceError(ValueError):
+class DeviceError(ToolkitError, ValueError):
     """The GPU setting cannot be honoured: not device ids, or a CPU-only Caffe."""
 
 

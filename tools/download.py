@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
+from tools.errors import ToolkitError
 from tools.fileio import move_aside
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -38,7 +39,7 @@ MAX_RETRY_AFTER = 120  # seconds; a server asking for a longer wait (429/503 Ret
 CHUNK = 1 << 16  # small enough that little is lost when a connection drops mid-chunk
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ToolkitError, RuntimeError):
     """A download failed; the message names the URL, the cause and the fix."""
 
 

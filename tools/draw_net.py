@@ -14,13 +14,14 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from tools.errors import ToolkitError
 from tools.fileio import atomic_path
 
 GRAPHVIZ_FIX = "apt-get install graphviz, brew install graphviz, or conda install graphviz"
 GRAPHVIZ_MISSING = f"net diagrams skipped: Graphviz's `dot` is not installed ({GRAPHVIZ_FIX})"
 
 
-class GraphvizMissing(RuntimeError):
+class GraphvizMissing(ToolkitError, RuntimeError):
     """Graphviz's `dot` is not on PATH; the message is GRAPHVIZ_MISSING."""
 
 

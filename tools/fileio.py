@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tools.errors import ToolkitError
+
 
 def _read_umask() -> int:
     mask = os.umask(0)
@@ -97,7 +99,7 @@ def move_aside(path, tag: str, name_of=None) -> Path:
     raise OSError(f"cannot find a free name to move {path} aside")
 
 
-class DamagedFile(ValueError):
+class DamagedFile(ToolkitError, ValueError):
     """A state file the toolkit wrote (a marker, a cache, a manifest) is not what it wrote: cut short, not
     UTF-8, not JSON, or not a JSON object. The message names the file and the fix."""
 

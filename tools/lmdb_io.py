@@ -27,13 +27,14 @@ import lmdb
 import numpy as np
 
 from tools import paths
+from tools.errors import ToolkitError
 from tools.fileio import _UMASK, DamagedFile, atomic_path, read_json, write_text
 from tools.weights import blob_array
 
 MANIFEST = "manifest.json"
 
 
-class LmdbError(ValueError):
+class LmdbError(ToolkitError, ValueError):
     """An LMDB is missing, truncated, or not what its manifest says; the message names it and the fix."""
 
 KEY_FORMAT = "{:08d}"

@@ -20,8 +20,10 @@ import threading
 import time
 from pathlib import Path
 
+from tools.errors import ToolkitError
 
-class Busy(RuntimeError):
+
+class Busy(ToolkitError, RuntimeError):
     """Another process holds the lock; the message names its PID and what to do."""
 
     def __init__(self, message, pid=None):

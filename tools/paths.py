@@ -6,13 +6,15 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from tools.errors import ToolkitError
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TOOLKIT_DATA", REPO / "data"))
 MODELS = REPO / "models"
 RESULTS = Path(os.environ.get("TOOLKIT_RESULTS", REPO / "results"))
 
 
-class SetupError(RuntimeError):
+class SetupError(ToolkitError, RuntimeError):
     """Caffe or a dependency is missing; the message says how to fix it."""
 
 

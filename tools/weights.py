@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.errors import ToolkitError
+
 BLOB_NAMES = ("weights", "bias")  # what blobs 0 and 1 of a learnable layer are
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(ToolkitError, ValueError):
     """A weights file does not fit a net; the message names the layer, the blob, both shapes and the fix."""
 
 
