@@ -93,6 +93,7 @@ readme: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m tools.import_cycles
 	$(PY) -m q3_visualize_break.run_notebooks --check
 
 # re-execute Q3's notebooks on the demo model (make demo first); the executed copies are committed

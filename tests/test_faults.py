@@ -25,7 +25,7 @@ from q1_dropout_augment import data, experiment
 from q2_wikiart_finetune import experiment as q2_experiment
 from q2_wikiart_finetune import predict
 from q2_wikiart_finetune import task as q2_tasks
-from tools import caffe_runner, lmdb_io, locks
+from tools import caffe_runner, lmdb_io, locks, preflight, snapshots
 from tools.parse_log import parse_lines, parse_log
 from tools.solver import make_solver, write_solver
 from tools.transform import mean_bgr
@@ -107,8 +107,8 @@ def good_snapshots(folder) -> dict[str, bytes]:
     kept = {}
     for state in folder.glob("snap_iter_*.solverstate"):
         try:
-            model = caffe_runner.check_snapshot(state)
-        except caffe_runner.SnapshotDamaged:
+            model = snapshots.check_snapshot(state)
+        except snapshots.SnapshotDamaged:
             continue
         kept[state.name], kept[model.name] = state.read_bytes(), model.read_bytes()
     return kept
@@ -159,7 +159,7 @@ def test_sigterm_to_the_runner_snapshots_and_says_how_to_resume(tmp_path, make_r
     _, err = runner.communicate(timeout=60)
     line = error_line(err)
     assert runner.returncode == 130 and line.startswith("terminated (SIGTERM): Caffe saved a snapshot"), err
-    stopped_at = caffe_runner.latest_snapshot(solver)[1]
+    stopped_at = snapshots.latest_snapshot(solver)[1]
     assert 500 < stopped_at < 3000 and f"snap_iter_{stopped_at}.solverstate: run the same command again" in line
     kept = good_snapshots(tmp_path)
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -187,7 +187,7 @@ def test_a_truncated_newest_snapshot_is_moved_aside_and_training_resumes_before_
     assert (result.start_iter, result.final_iter) == (40, 60)
     assert any(f"snap_iter_60.{part}" in n and "Moved aside" in n for n in notes), notes
     assert (tmp_path / f"snap_iter_60.{part}.broken").read_bytes() == cut, "moved aside, not deleted"
-    caffe_runner.check_snapshot(tmp_path / "snap_iter_60.solverstate")  # the new one is whole
+    snapshots.check_snapshot(tmp_path / "snap_iter_60.solverstate")  # the new one is whole
     assert_unchanged(tmp_path, kept)
     assert_each_iteration_once(log, 60)
     assert parse_log(log).test(0)[-1]["NumIters"] == 60, "the result is that of the last iteration"
@@ -200,7 +200,7 @@ def test_a_snapshot_of_another_net_is_refused_and_fresh_moves_it_aside_until_don
     kept, old_log = good_snapshots(tmp_path), log.read_bytes()
 
     make_run(max_iter=40, snapshot=10, test_interval=10, conv=6)  # the same prefix, another net
-    with pytest.raises(caffe_runner.SnapshotMismatch, match=r"snap_iter_20.solverstate was written by another net.*"
+    with pytest.raises(snapshots.SnapshotMismatch, match=r"snap_iter_20.solverstate was written by another net.*"
                                                             r"Nothing was changed.*--fresh"):
         caffe_runner.train(solver, log, progress=False)
     assert_unchanged(tmp_path, kept)
@@ -244,7 +244,7 @@ def test_fresh_keeps_the_snapshots_moved_aside_as_broken(tmp_path, make_run):
     assert not list(tmp_path.glob("snap.replaced-*")), "the replaced runs' snapshots and logs are removed"
     assert broken.read_bytes() == cut, "--fresh deleted a file the toolkit had moved aside"
     assert (tmp_path / "snap_iter_20.caffemodel.broken.2").read_bytes() == b"an older damaged snapshot"
-    assert caffe_runner.check_snapshot(tmp_path / "snap_iter_20.solverstate")
+    assert snapshots.check_snapshot(tmp_path / "snap_iter_20.solverstate")
     assert [r["NumIters"] for r in parse_log(log).test(0)] == [0, 10, 20], "the new run is whole"
 
 
@@ -363,7 +363,7 @@ def test_labels_outside_the_classes_are_refused_before_caffe_starts(tmp_path, sm
     lmdb_io.write_arrays(tmp_path / "bad_lmdb", fashion.train_images[:100], labels)
     tiny_net(tmp_path / "net.prototxt", tmp_path / "bad_lmdb", small_lmdb / "test_lmdb")
     solver = tiny_solver(tmp_path, tmp_path / "net.prototxt", max_iter=10, snapshot=0, test_interval=10)
-    with pytest.raises(caffe_runner.InputError, match=r"bad_lmdb holds 1 record\(s\) with label 10, outside 0..9"):
+    with pytest.raises(preflight.InputError, match=r"bad_lmdb holds 1 record\(s\) with label 10, outside 0..9"):
         caffe_runner.train(solver, tmp_path / "train.log", progress=False)
     # with one, the writer refuses and writes nothing
     with pytest.raises(lmdb_io.LmdbError, match="record 17 has label 10, outside 0..9"):
@@ -375,7 +375,7 @@ def test_bad_mean_weights_and_image_files_are_named(tmp_path, make_run, small_lm
     junk = tmp_path / "mean.binaryproto"
     junk.write_bytes(np.random.RandomState(0).bytes(3000))
     solver = make_run(max_iter=10, snapshot=0, test_interval=10, mean_file=junk)
-    with pytest.raises(caffe_runner.InputError, match=rf"{junk} is not a BlobProto .*compute_image_mean.*layer 'data'"):
+    with pytest.raises(preflight.InputError, match=rf"{junk} is not a BlobProto .*compute_image_mean.*layer 'data'"):
         caffe_runner.train(solver, tmp_path / "train.log", progress=False)
     (tmp_path / "mean.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ValueError, match=r"mean.npy is not a .npy array"):
@@ -391,7 +391,7 @@ def test_bad_mean_weights_and_image_files_are_named(tmp_path, make_run, small_lm
     weights = tmp_path / "random.caffemodel"
     weights.write_bytes(np.random.RandomState(1).bytes(5000))
     solver = make_run(max_iter=10, snapshot=0, test_interval=10)
-    with pytest.raises(caffe_runner.InputError, match=rf"{weights} is not a Caffe weights file"):
+    with pytest.raises(preflight.InputError, match=rf"{weights} is not a Caffe weights file"):
         caffe_runner.train(solver, tmp_path / "train.log", weights=weights, progress=False)
     assert not (tmp_path / "train.log").exists()
 
@@ -424,7 +424,7 @@ def test_bad_counts_are_refused_before_any_compute(tmp_path, make_run, capsys):
                                          r"data/wikiart/failures.csv"):
         q2_experiment.check_counts(empty)
     solver = make_run(max_iter=0, snapshot=0, test_interval=10)
-    with pytest.raises(caffe_runner.InputError, match="max_iter is 0: nothing would be trained"):
+    with pytest.raises(preflight.InputError, match="max_iter is 0: nothing would be trained"):
         caffe_runner.train(solver, tmp_path / "train.log", progress=False)
 
 

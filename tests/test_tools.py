@@ -14,7 +14,7 @@ from caffe import layers as L
 from caffe import params as P
 from conftest import REPO, write_prototxt
 
-from tools import caffe_runner, lmdb_io, paths
+from tools import caffe_runner, lmdb_io, paths, snapshots
 from tools.parse_log import parse_lines, parse_log, write_csvs
 from tools.plot_log import plot_runs
 from tools.solver import make_solver, read_solver, write_solver
@@ -112,7 +112,7 @@ def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     assert first.returncode != 0 and "run the same command again to resume" in out, out
     snaps = list(tmp_path.glob("snap_iter_*.solverstate"))
     assert len(snaps) == 1, "Caffe snapshots when SIGINT stops it"
-    stopped_at = caffe_runner.latest_snapshot(solver)[1]
+    stopped_at = snapshots.latest_snapshot(solver)[1]
     assert 40 <= stopped_at < 400
 
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -123,7 +123,7 @@ def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     table = parse_log(log).train
     iters = [r["NumIters"] for r in table]
     assert iters == list(range(0, 400, 5)), "one row per display, no gaps or repeats across the resume"
-    assert caffe_runner.latest_snapshot(solver)[1] == 400
+    assert snapshots.latest_snapshot(solver)[1] == 400
     # a third call finds training complete and runs nothing
     again = caffe_runner.train(solver, log, progress=False)
     assert again.already_done and again.final_iter == 400
@@ -437,3 +437,18 @@ def test_runinfo_durations_and_machine():
     assert m["cores"] >= 1 and m["date"].endswith("UTC")
     assert runinfo.describe({"date": "2026-12-04 20:00 UTC", "cpu": "CPU X", "cores": 2, "loadavg": [1.93, 1, 1]}) \
         == "2026-12-04, CPU X, 2 cores, load average 1.93 at the start"
+
+
+def test_import_cycles_finds_a_lazy_circle_and_the_tree_has_none(tmp_path):
+    from tools import import_cycles
+
+    pkg = tmp_path / "tools"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from tools.b import thing\n")
+    (pkg / "b.py").write_text("def thing():\n    from tools import a  # lazy: hidden from the loader\n")
+    (pkg / "c.py").write_text("import tools.a\n")
+    graph = import_cycles.module_imports(tmp_path, packages=("tools",))
+    assert graph["tools.b"] == {"tools.a"} and graph["tools.c"] == {"tools.a"}
+    assert import_cycles.cycles(graph) == [["tools.a", "tools.b"]]
+    assert import_cycles.cycles(import_cycles.module_imports(paths.REPO)) == []
