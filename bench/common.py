@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tools import paths
+from tools.cli import exit_on
 
 THREADS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_THREADS = 2
@@ -143,7 +144,7 @@ def child_main(run, argv=None):
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     a = ap.parse_args(argv)
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with exit_on(), tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result = run(a.quick, Path(a.work or tmp))
     result["bench_seconds"] = round(time.time() - t0, 1)
     text = json.dumps(result, indent=1, default=float)

@@ -30,6 +30,7 @@ from pathlib import Path
 from bench import machine
 from bench.common import DEFAULT_THREADS, FIGURES_ENV, STOCK_ENV, loadavg, stock_prefix, thread_env
 from tools import paths, runinfo
+from tools.cli import exit_on
 from tools.fileio import atomic_path, write_text
 from tools.readme_sections import replace_between
 
@@ -453,4 +454,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with exit_on():
+        sys.exit(main())

@@ -28,6 +28,7 @@ from caffe import layers as L
 from caffe import params as P
 from google.protobuf import text_format
 
+from tools.cli import exit_on
 from tools.fileio import write_if_changed
 from tools.solver import make_solver, solver_text
 
@@ -190,9 +191,10 @@ def main(argv=None):
     if not a.write:
         ap.print_help()
         return
-    for name in a.dataset:
-        for variant in VARIANTS:
-            print(write(DATASETS[name], variant, paths.REPO))
+    with exit_on():
+        for name in a.dataset:
+            for variant in VARIANTS:
+                print(write(DATASETS[name], variant, paths.REPO))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from caffe import params as P
 from google.protobuf import text_format
 
 from tools import alexnet
+from tools.cli import exit_on
 from tools.fileio import write_if_changed
 from tools.solver import make_solver, solver_text
 
@@ -182,8 +183,9 @@ def main(argv=None):
     if not a.write:
         ap.print_help()
         return
-    for mode in MODES:
-        print(write(WIKIART, mode, paths.REPO))
+    with exit_on():
+        for mode in MODES:
+            print(write(WIKIART, mode, paths.REPO))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from tools import paths
+from tools.cli import exit_on
 from tools.fileio import write_text
 
 HERE = paths.MODELS / "q3"
@@ -68,18 +69,16 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if not (a.write or a.check):
         ap.print_help()
-        return 0
-    if a.write:
-        for path in write_deploys():
+        return
+    with exit_on():
+        for path in write_deploys() if a.write else []:
             print(path)
-    if a.check:
-        stale = stale_deploys()
-        for path in stale:
-            print(f"stale: {path} (run `python -m q3_visualize_break.deploys --write`)", file=sys.stderr)
-        if stale:
-            return 1
-    return 0
+        stale = stale_deploys() if a.check else []
+    for path in stale:
+        print(f"stale: {path} (run `python -m q3_visualize_break.deploys --write`)", file=sys.stderr)
+    if stale:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

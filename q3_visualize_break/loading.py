@@ -24,6 +24,7 @@ from pathlib import Path
 from q3_visualize_break.deploys import HERE, committed_deploy, gradients_deploy_text
 from q3_visualize_break.model_card import card_weights, demo_card_path, read_card
 from tools import device, paths, transform
+from tools.cli import exit_on
 from tools.fileio import write_text
 
 BVLC_WEIGHTS = paths.MODELS / "bvlc_alexnet" / "bvlc_alexnet.caffemodel"
@@ -211,14 +212,10 @@ def main(argv=None):
                     help="auto, bvlc_alexnet, demo or a model.json (default auto)")
     a = ap.parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")
-    try:
+    with exit_on(ValueError):
         model = load_model(a.show, os.environ.get("GPU"))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     print(f"{model.name} on {model.device}: {model.description}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

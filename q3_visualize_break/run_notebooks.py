@@ -25,6 +25,7 @@ from pathlib import Path
 
 from q3_visualize_break.loading import WEIGHTS_ENV
 from tools import paths
+from tools.cli import exit_on
 from tools.errors import ToolkitError
 from tools.fileio import write_text
 
@@ -184,17 +185,15 @@ def main(argv=None):
         for path in stale:
             print(f"stale: {path} (run `python -m q3_visualize_break.run_notebooks --model demo --commit`)",
                   file=sys.stderr)
-        return 1 if stale else 0
-    try:
+        if stale:
+            sys.exit(1)
+        return
+    with exit_on(ValueError):
         executed = run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout, a.weights)
         if a.commit:
             for path in commit_executed(executed):
                 print(f"[q3] committed copy: {path}")
-    except (NotebookError, ValueError) as e:
-        print(f"[q3] FAILED: {e}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

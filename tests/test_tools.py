@@ -274,7 +274,7 @@ def test_draw_net_without_graphviz_exits_1_with_one_line(tmp_path, monkeypatch):
     no_dot.mkdir()
     out = subprocess.run([sys.executable, "-m", "tools.draw_net", str(net), str(tmp_path / "net.png")], cwd=REPO,
                          env={**os.environ, "PATH": str(no_dot)}, capture_output=True, text=True)
-    assert (out.returncode, out.stdout, out.stderr) == (1, "", GRAPHVIZ_MISSING + "\n")
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", "error: " + GRAPHVIZ_MISSING + "\n")
     assert GRAPHVIZ_MISSING == ("net diagrams skipped: Graphviz's `dot` is not installed (apt-get install graphviz, "
                                 "brew install graphviz, or conda install graphviz)")
     monkeypatch.setenv("PATH", str(no_dot))

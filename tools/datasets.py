@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tools import paths
+from tools.cli import exit_on
 from tools.errors import ToolkitError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
@@ -378,10 +379,8 @@ def main(argv=None):
     ap.add_argument("--no-download", action="store_true", help="only check what is here; never download")
     a = ap.parse_args(argv)
     source = fashion_mnist_source()
-    try:
+    with exit_on():
         ds = load_fashion_mnist(download=not a.no_download)
-    except DatasetError as e:
-        sys.exit(f"error: {e}")
     print(f"Fashion-MNIST: {len(ds.train_labels)} training and {len(ds.test_labels)} test images from "
           f"{source.what}: {source.folder}")
 

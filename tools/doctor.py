@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tools import datasets, paths
+from tools.cli import exit_on
 from tools.draw_net import GRAPHVIZ_FIX
 
 
@@ -143,4 +144,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with exit_on():
+        sys.exit(main())

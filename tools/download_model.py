@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import paths
+from tools.cli import exit_on
 from tools.download import DownloadError, download
 
 
@@ -49,7 +50,7 @@ def download_model(name: str, out_dir=None, *, url=None, sha1=None, progress=Non
                     url_env=url_env(name), own_file_hint="make q2 WEIGHTS=path (--weights PATH)")
 
 
-def main(argv=None) -> int:
+def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m tools.download_model",
         description="Download a pretrained .caffemodel of the BVLC model zoo and check its SHA-1. "
@@ -62,19 +63,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="folder for <model>.caffemodel (default: models/<model>/)")
     a = ap.parse_args(argv)
     name = Path(a.model).name  # Caffe's script takes the model's folder
-    try:
+    with exit_on():
         path = download_model(name, a.out, url=a.url, sha1=a.sha1)
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: cannot write the model file: {e}", file=sys.stderr)
-        return 1
     if not (a.sha1 or name in KNOWN_MODELS):
         print(f"note: no SHA-1 known for {name}: the file was not checked", file=sys.stderr)
     print(path)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,12 +8,13 @@ this command exits 1 with that line.
 """
 
 import argparse
+import errno
 import shutil
-import sys
 from pathlib import Path
 
 from google.protobuf import text_format
 
+from tools.cli import exit_on
 from tools.errors import ToolkitError
 from tools.fileio import atomic_path
 
@@ -59,15 +60,10 @@ def main(argv=None):
     ap.add_argument("--rankdir", default="LR", choices=["LR", "TB", "BT", "RL"], help="layout direction")
     ap.add_argument("--phase", choices=["TRAIN", "TEST", "ALL"], help="draw only the layers of this phase")
     a = ap.parse_args(argv)
-    if not Path(a.prototxt).exists():
-        raise SystemExit(f"error: no such prototxt: {a.prototxt}")
-    try:
+    with exit_on(ValueError):
+        if not Path(a.prototxt).exists():
+            raise FileNotFoundError(errno.ENOENT, "no such prototxt", a.prototxt)
         print(draw(a.prototxt, a.out, a.rankdir, a.phase))
-    except GraphvizMissing as e:
-        print(e, file=sys.stderr)
-        raise SystemExit(1) from None
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ checksum is not published, so it is only checked when given (`--md5`); its conte
 import argparse
 import gzip
 import os
-import sys
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -20,6 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tools import paths
+from tools.cli import exit_on
 from tools.download import DownloadError, download
 from tools.fileio import atomic_path, move_aside, write_bytes
 
@@ -90,7 +90,7 @@ def get_ilsvrc_aux(out_dir=None, *, url=None, md5=None, archive=None, progress=N
     return out_dir
 
 
-def main(argv=None) -> int:
+def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m tools.get_ilsvrc_aux",
         description="Download Caffe's ILSVRC12 auxiliary archive and keep its mean (imagenet_mean.binaryproto, "
@@ -105,18 +105,11 @@ def main(argv=None) -> int:
     wanted = [out_dir / name for name in (*REQUIRED, "imagenet_mean.npy")]
     if all(p.exists() for p in wanted) and not a.archive:
         print(f"{out_dir}: already there (delete {wanted[0].name} to fetch again)")
-        return 0
-    try:
+        return
+    with exit_on():
         get_ilsvrc_aux(out_dir, url=a.url, md5=a.md5, archive=a.archive)
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: cannot write into {out_dir}: {e}", file=sys.stderr)
-        return 1
     print("\n".join(str(p) for p in sorted(out_dir.iterdir()) if not p.name.startswith(".")))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

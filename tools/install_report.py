@@ -13,8 +13,8 @@ disagree.
 
 import argparse
 import json
-import sys
 
+from tools.cli import exit_on
 from tools.fileio import write_if_changed
 from tools.paths import REPO, RESULTS
 from tools.readme_sections import replace_between
@@ -90,7 +90,7 @@ def collect(data: dict) -> dict:
     return {"wheels": wheels, "runs": runs}
 
 
-def main(argv=None) -> int:
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--publish", action="store_true",
                     help="merge dist/ and results/portability/ into docs/install.json")
@@ -101,14 +101,10 @@ def main(argv=None) -> int:
         if write_if_changed(DOCS, json.dumps(data, indent=1, sort_keys=True) + "\n"):
             print(f"[install_report] {DOCS.relative_to(REPO)} updated")
     readme = REPO / "README.md"
-    try:
+    with exit_on(ValueError):
         if write_if_changed(readme, with_section(readme.read_text(), render(data))):
             print("[install_report] README.md install section updated")
-    except ValueError as e:
-        print(f"[install_report] {e}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
