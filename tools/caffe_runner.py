@@ -13,6 +13,8 @@ aside (tools.snapshots.replace_aside) until the new run has completed.
 
 import argparse
 import contextlib
+import ctypes
+import errno
 import functools
 import os
 import re
@@ -41,6 +43,7 @@ FATAL = re.compile(
 )
 ITERATION_LOSS = re.compile(r"Iteration (\d+) .*loss = ([-+\d.eE]+|nan|inf)")
 ITERATION_LR = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class CaffeError(ToolkitError, RuntimeError):
@@ -99,70 +102,139 @@ def _ends_mid_line(log: Path) -> bool:
         return False
 
 
+def _stop_with_parent(parent: int):
+    """In the child before exec: SIGINT when the runner dies, even by kill -9. With -sigint_effect stop, Caffe
+    then snapshots and stops instead of training on unwatched (Linux; elsewhere it stops at its next write)."""
+    prctl = getattr(ctypes.CDLL(None), "prctl", None)
+    if prctl is None:
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    if os.getppid() != parent:  # the runner died before prctl took effect
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _follow(log: Path, offset: int, proc, watch, poll=0.05, every=1.0):
+    """The lines Caffe writes to `log` from `offset` on, as they come, until it has exited; `watch()` is
+    called about every `every` seconds meanwhile."""
+    checked = time.monotonic()
+    with open(log, "rb") as f:
+        f.seek(offset)
+        pending = b""
+        while True:
+            chunk = f.read(1 << 16)
+            if chunk:
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace") + "\n"
+            elif proc.poll() is not None:
+                rest = f.read()  # written between the last read and the exit
+                if not rest:
+                    break
+                pending += rest
+            else:
+                time.sleep(poll)
+            if time.monotonic() - checked >= every:
+                checked = time.monotonic()
+                watch()
+        if pending:
+            yield pending.decode(errors="replace")
+
+
+def _room_left(log: Path) -> OSError | None:
+    """Why the log can take no more lines (a full disk, the file-size limit), or None. Caffe's own writes
+    fail without a word (glog drops them), so the runner looks before they do."""
+    import resource
+    import shutil
+
+    try:
+        size, free = log.stat().st_size, shutil.disk_usage(log.parent).free
+    except OSError:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size >= limit - (8 << 10):
+        return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(log))
+    if free < FULL_BELOW:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log))
+    return None
+
+
+def _note(log: Path, text: str):
+    """A `# toolkit:` line in the log (the log parser skips them), best effort: the disk may be full."""
+    with contextlib.suppress(OSError), open(log, "a") as f:
+        f.write(("\n" if _ends_mid_line(log) else "") + f"# toolkit: {text}\n")
+
+
 def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progress=True, append=False,
         pythonpath=(), after_stop=None, caffe=None):
-    """Start `caffe ARGS`, stream its output into `log` (and a progress bar); return the output lines.
+    """Start `caffe ARGS` writing its output into `log`, follow it with a progress bar; return the lines.
 
-    Raises CaffeError quoting the first fatal line when Caffe exits non-zero, or naming the signal that
-    ended it; TrainingInterrupted when Ctrl-C or SIGTERM stopped it (after it snapshotted); OSError
-    naming the log when the log cannot be written (a full disk), after stopping Caffe. `pythonpath` adds
-    folders for `Python` layers; `after_stop()` returns a sentence on how to carry on, for the messages.
-    `caffe`: another `caffe` binary (default: the one `make setup` wired into .venv).
+    Caffe writes the log itself (glog writes each line in one unbuffered write): the file is never behind
+    what Caffe printed, and a runner killed by any means loses none of it. Raises CaffeError quoting the
+    first fatal line when Caffe exits non-zero, or naming the signal that ended it; TrainingInterrupted when
+    Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stopped it (after it snapshotted); OSError (ENOSPC)
+    naming the folder when Caffe failed on a full disk. `pythonpath` adds folders for `Python` layers;
+    `after_stop()` returns a sentence on how to carry on, for the messages. `caffe`: another `caffe`
+    binary (default: the one `make setup` wired into .venv).
     """
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(caffe or paths.caffe_tool("caffe")), *map(str, args)]
-    lines, fatal, stats = [], None, {}
-    write_error = None
     try:
-        out = open(log, "a" if append else "w")  # noqa: SIM115 - closed below, also after a write error
-        # the marker must start a line: a killed run can leave its last line without a newline
-        out.write(("\n" if append and _ends_mid_line(log) else "") + f"# toolkit: {' '.join(cmd)} (cwd {cwd})\n")
-        out.flush()
+        with open(log, "a" if append else "w") as out:
+            # the marker must start a line: a killed run can leave its last line without a newline
+            out.write(("\n" if append and _ends_mid_line(log) else "") + f"# toolkit: {' '.join(cmd)} (cwd {cwd})\n")
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(log)) from None
     try:
-        # Own session: Ctrl-C reaches only us, and we pass on exactly one SIGINT.
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=paths.caffe_env(pythonpath), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", start_new_session=True,
-        )
-    except BaseException:
-        out.close()
-        raise
+        offset = os.fstat(fd).st_size
+        # Caffe also holds this process's locks (one flock, shared by the inherited descriptor): a runner
+        # killed mid-run leaves its folder locked until Caffe, stopping, has written its snapshot
+        proc = subprocess.Popen(cmd, cwd=cwd, env=paths.caffe_env(pythonpath), stdin=subprocess.DEVNULL,
+                                stdout=fd, stderr=fd, pass_fds=locks.held_fds(),
+                                # own session: Ctrl-C on the terminal reaches only the runner, which passes on
+                                # exactly one SIGINT; so does the terminal's SIGHUP
+                                start_new_session=True, preexec_fn=functools.partial(_stop_with_parent, os.getpid()))
+    finally:
+        os.close(fd)
+    lines, fatal, stats = [], None, {}
     # a bar on a terminal; a plain line every few percent in a log file
     bar = progress_bar(total=total, initial=initial, desc=desc, unit="it", enabled=progress, file=sys.stderr)
-    # Ctrl-C and SIGTERM are handled by flags, not exceptions: an exception raised inside the read loop can
-    # drop a chunk of Caffe's output that was read but not yet handed out as lines
-    stop = {"by": None, "killed": False}
+    # Signals are handled by flags, not exceptions: an exception inside the loop would kill Caffe before
+    # it has snapshotted
+    stop = {"by": None, "killed": False, "no_room": None}
     restore = {}
 
+    def watch():
+        if stop["by"] is None and proc.poll() is None:
+            stop["no_room"] = _room_left(log)
+            if stop["no_room"] is not None:  # stop while a snapshot still fits, and say why
+                stop["by"] = "no room"
+                proc.send_signal(signal.SIGINT)
+
     def on_signal(signum, frame):
+        if signum == signal.SIGHUP:
+            bar.disable = True  # the terminal is gone: writing to it fails (EIO)
         if stop["by"]:  # the second one: stop waiting for the snapshot
             stop["killed"] = True
             proc.kill()
             return
-        stop["by"] = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        stop["by"] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}[signum]
         proc.send_signal(signal.SIGINT)
-        bar.write(f"{stop['by']}: asking Caffe to snapshot and stop ({stop['by']} again to kill it)...")
+        _note(log, f"{stop['by']}: asked caffe to snapshot and stop")
+        with contextlib.suppress(OSError):
+            bar.write(f"{stop['by']}: asking Caffe to snapshot and stop ({stop['by']} again to kill it)...")
 
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             restore[sig] = signal.signal(sig, on_signal)
     try:
-        for line in proc.stdout:
-            if write_error is None:
-                try:
-                    out.write(line)
-                except OSError as e:
-                    # the disk is full (or a size limit reached): stop Caffe the way that snapshots, and
-                    # keep reading so that it is not blocked on a full pipe
-                    write_error = e
-                    proc.send_signal(signal.SIGINT)
+        for line in _follow(log, offset, proc, watch):
             lines.append(line)
             if fatal is None and FATAL.search(line):
                 fatal = line.strip()
-            _advance(bar, stats, line)
+            with contextlib.suppress(OSError):  # a terminal that went away must not stop the run
+                _advance(bar, stats, line)
         returncode = proc.wait()
     except BaseException:
         if proc.poll() is None:
@@ -172,22 +244,25 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     finally:
         for sig, handler in restore.items():
             signal.signal(sig, handler)
-        bar.close()
-        try:
-            out.close()
-        except OSError as e:
-            write_error = write_error or e
+        with contextlib.suppress(OSError):
+            bar.close()
     if stop["killed"]:
         raise KeyboardInterrupt
+    if stop["no_room"] is not None:
+        raise stop["no_room"]
     stopped_by = stop["by"]
     next_step = after_stop() if after_stop else "run the same command again"
-    if write_error is not None:
-        raise OSError(write_error.errno, write_error.strerror, str(log))
     if stopped_by:
-        how = "interrupted (Ctrl-C)" if stopped_by == "Ctrl-C" else "terminated (SIGTERM)"
+        how = {"Ctrl-C": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)",
+               "SIGHUP": "the terminal closed (SIGHUP)"}[stopped_by]
         if args[0] != "train":  # only training snapshots on SIGINT
             raise TrainingInterrupted(f"{how}: caffe {args[0]} stopped")
         raise TrainingInterrupted(f"{how}: Caffe saved a snapshot and stopped; {next_step}")
+    if returncode != 0:
+        full = _full_disk(log, cwd, fatal)
+        if full:
+            raise OSError(errno.ENOSPC, f"No space left on device (caffe {args[0]} failed writing there; log {log})",
+                          str(full))
     if returncode < 0 and not (fatal and returncode == -signal.SIGABRT):  # a CHECK failure aborts: quoted below
         sig = signal.Signals(-returncode)
         words = SIGNAL_WORDS.get(sig, f"was ended by {sig.name}")
@@ -198,6 +273,22 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
         what = fatal or (lines[-1].strip() if lines else f"exit status {returncode}")
         raise CaffeError(f"caffe {args[0]} failed: {what}\n  log: {log}", log=log, fatal_line=fatal)
     return lines
+
+
+# What Caffe says when a write fails: protobuf serialisation (snapshots), LMDB, HDF5, or the OS's words
+WRITE_FAILED = re.compile(r"SerializeToOstream|mdb_txn_commit|No space left|Disk quota|H5Fcreate|H5Dwrite")
+FULL_BELOW = 16 << 20  # bytes: less free than this, and a failed write, means the disk is full
+
+
+def _full_disk(log: Path, cwd, fatal) -> Path | None:
+    """The folder on a full disk when Caffe's failure looks like a write that did not fit, else None."""
+    import shutil
+
+    for folder in (log.parent, Path(cwd)):
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(folder).free < FULL_BELOW and (fatal is None or WRITE_FAILED.search(fatal)):
+                return folder
+    return None
 
 
 def _advance(bar, stats, line):

@@ -51,6 +51,13 @@ def _holder(path: Path) -> tuple[int | None, str]:
     return pid, f"since {fields.get('started', '?')}: {fields.get('command', '?')}"
 
 
+def held_fds() -> list[int]:
+    """The descriptors of the locks this process holds: a child given them (Popen's pass_fds) holds the same
+    locks, until both have exited."""
+    with _guard:
+        return [fd for fd, _ in _held.values()]
+
+
 @contextlib.contextmanager
 def locked(folder, *, name=".lock", wait=False, what=None):
     """Hold `<folder>/<name>` exclusively for the block. With `wait`, wait for the holder to finish
