@@ -5,6 +5,7 @@ nothing that was finished is lost; the rerun recovers. Real `caffe` binary, real
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -169,6 +170,94 @@ def test_sigterm_to_the_runner_snapshots_and_says_how_to_resume(tmp_path, make_r
 
 
 # ---- snapshots ----------------------------------------------------------------------------------------------
+
+
+def caffe_of(runner_pid) -> int:
+    wait_for(lambda: children(runner_pid))
+    return children(runner_pid)[0]
+
+
+def gone(pid) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+
+
+def _read_or_empty(fd) -> bytes:
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:  # EIO: the other side has gone
+        return b""
+
+
+def test_closing_the_terminal_snapshots_stops_and_says_how_to_resume(tmp_path, make_run):
+    """The runner on a real pseudo-terminal that is its controlling terminal; closing the terminal's other
+    end is what an SSH drop does: the kernel sends SIGHUP, and writes to the terminal fail from then on."""
+    import pty
+    import select
+    import termios
+    from fcntl import ioctl
+
+    solver = make_run(max_iter=3000, snapshot=500, test_interval=1000)
+    log = tmp_path / "train.log"
+    cmd = [*RUNNER, str(solver), "--log", str(log)]
+    primary, terminal = pty.openpty()
+
+    def own_terminal():
+        os.setsid()
+        ioctl(0, termios.TIOCSCTTY, 0)
+
+    runner = subprocess.Popen(cmd, cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal,
+                              preexec_fn=own_terminal)
+    os.close(terminal)
+    snapshot = tmp_path / "snap_iter_500.solverstate"
+    deadline = time.time() + 60
+    while not snapshot.exists() and time.time() < deadline:  # show what the bar draws, as a terminal would
+        if select.select([primary], [], [], 0.01)[0]:
+            _read_or_empty(primary)
+    caffe_pid = caffe_of(runner.pid)
+    os.close(primary)  # the terminal goes away
+    assert runner.wait(timeout=60) != 0
+    wait_for(lambda: gone(caffe_pid))
+    text = log.read_text()
+    stopped_at = snapshots.latest_snapshot(solver)[1]
+    assert 500 <= stopped_at < 3000 and "# toolkit: SIGHUP: asked caffe to snapshot and stop" in text
+    assert f"Snapshotting solver state to binary proto file {tmp_path}/snap_iter_{stopped_at}.solverstate" in text
+    assert "Optimization stopped early" in text
+    kept = good_snapshots(tmp_path)
+    assert f"snap_iter_{stopped_at}.solverstate" in kept
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert_each_iteration_once(log, 3000)
+
+
+def test_a_runner_killed_with_kill_9_leaves_caffe_to_snapshot_and_stop_with_the_log_whole(tmp_path, make_run):
+    solver, log, cmd, runner = start_past_first_snapshot(tmp_path, make_run)
+    caffe_pid = caffe_of(runner.pid)
+    runner.kill()
+    runner.wait(timeout=60)
+    wait_for(lambda: gone(caffe_pid))
+    text = log.read_text()
+    stopped_at = snapshots.latest_snapshot(solver)[1]
+    # Caffe heard of its parent's death (SIGINT), snapshotted where it was, and wrote that into the log itself
+    assert 500 <= stopped_at < 3000 and "Optimization stopped early" in text
+    assert f"snap_iter_{stopped_at}.solverstate" in good_snapshots(tmp_path)
+    last = [int(m) for m in re.findall(r"Iteration (\d+) \(", text)][-1]
+    assert last >= stopped_at - 5, "the log holds every iteration Caffe printed"
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert_each_iteration_once(log, 3000)
+
+
+def test_the_log_on_disk_keeps_up_with_caffe(tmp_path, make_run):
+    solver, log, cmd, runner = start_past_first_snapshot(tmp_path, make_run)
+    # the snapshot exists: the log already says Caffe wrote it (glog writes each line as it logs it)
+    assert "snap_iter_500.solverstate" in log.read_text()
+    runner.send_signal(signal.SIGINT)
+    runner.communicate(timeout=60)
+    assert runner.returncode == 130
 
 
 @pytest.mark.parametrize("part", ["solverstate", "caffemodel"])
