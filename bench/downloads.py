@@ -59,9 +59,11 @@ def download(index, out, n, workers, extra) -> float:
 
     t0 = time.perf_counter()
     # one loopback host stands for WikiArt's many: lift the per-host politeness limit to the worker count
-    rc = download_wikiart.main(["-s", "0", "-i", str(n), "-w", str(workers), "--per-host", str(workers),
-                                "--index", str(index),
-                                "--out", str(out), "--timeout", "30", *extra])
+    try:
+        rc = download_wikiart.main(["-s", "0", "-i", str(n), "-w", str(workers), "--per-host", str(workers),
+                                    "--index", str(index), "--out", str(out), "--timeout", "30", *extra])
+    except SystemExit as e:  # a failure ends the downloader through tools.cli.exit_on, its line already printed
+        rc = e.code
     seconds = time.perf_counter() - t0
     got = len(list((out / "images").glob("*.jpg")))
     if rc != 0 or got != n:

@@ -52,8 +52,8 @@ def full_size(folder, n, *, low=500, high=800, seed=0, quality=90) -> list[Path]
 
 
 def resized(files, folder, size=(256, 256)) -> list[Path]:
-    """Each file re-encoded at `size` by the downloader's own code (download_wikiart.store)."""
-    from q2_wikiart_finetune.download_wikiart import store
+    """Each file re-encoded at `size` by the downloader's own code (q2_wikiart_finetune.images.store)."""
+    from q2_wikiart_finetune.images import store
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

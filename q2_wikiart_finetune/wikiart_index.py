@@ -7,6 +7,10 @@
 The index has a header and one row per painting: image_id,page_url,image_url,label,_split (the
 course's file: 10,000 rows, 1,000 per style, _split 8,000 train / 2,000 test). The subset is the
 course script's: np.random.seed(seed), then the first n rows of np.random.permutation(len(index)).
+
+A downloaded index is cached only once it parses: a mirror's error page served with 200 is refused
+(kept aside as <name>.rejected), and a cached copy that no longer parses (one an older version cached,
+or damaged since) is moved aside as <name>.damaged and downloaded again.
 """
 
 import csv
@@ -22,7 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from tools import paths
-from tools.download import download
+from tools.download import download, looks_like_html
 from tools.errors import ToolkitError
 
 COLUMNS = ("image_id", "page_url", "image_url", "label", "_split")
@@ -38,6 +42,10 @@ SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # image ids become file nam
 
 class WikiArtIndexError(ToolkitError, ValueError):
     """The index is missing or not in the course's format; the message names the file, the row and the fix."""
+
+    def __init__(self, source, problem: str, fix: str, line: int | None = None):
+        super().__init__(f"{source}{'' if line is None else f', line {line}'}: {problem}. Fix: {fix}")
+        self.problem = problem  # without the file and the fix: what a download's check reports
 
 
 @dataclass(frozen=True)
@@ -64,46 +72,63 @@ def default_index() -> str:
 def read_index(path_or_url=None, cache_dir=None, *, timeout=(10, 60), progress=None) -> list[Painting]:
     """The index's rows, checked; a URL is downloaded once into `cache_dir` (default data/wikiart/)."""
     source = str(path_or_url or default_index())
-    if is_url(source):
-        path = fetch_index(source, cache_dir, timeout=timeout, progress=progress)
-    else:
+    if not is_url(source):
         path = Path(source)
         if not path.is_file():
-            raise WikiArtIndexError(f"no index file at {path}. Fix: pass the course's wikiart.csv.gz with --index "
-                                    f"(a path or URL), or leave --index out to fetch it from {DEFAULT_INDEX_URL}")
-    return parse_index(path.read_bytes(), source)
+            raise WikiArtIndexError(path, "no such index file", "pass the course's wikiart.csv.gz with --index (a "
+                                    f"path or URL), or leave --index out to fetch it from {DEFAULT_INDEX_URL}")
+        return parse_index(path.read_bytes(), source)
+    path = fetch_index(source, cache_dir, timeout=timeout, progress=progress)
+    # Named by the cached file, so that a damaged one can be found; fetch_index made sure it parses.
+    return parse_index(path.read_bytes(), f"{path} (from {source})")
+
+
+def cache_path(url, cache_dir=None) -> Path:
+    """Where the index downloaded from `url` is kept: the course's own file by its name, another URL by a hash."""
+    cache_dir = Path(cache_dir) if cache_dir else paths.DATA / "wikiart"
+    if url == DEFAULT_INDEX_URL:
+        return cache_dir / "wikiart.csv.gz"
+    tag = hashlib.sha1(url.encode()).hexdigest()[:10]
+    return cache_dir / f"index-{tag}-{Path(urlsplit(url).path).name or 'index.csv'}"
 
 
 def fetch_index(url, cache_dir=None, *, timeout=(10, 60), progress=None) -> Path:
-    """Download the index once. The course's own file is checked by SHA-1; another URL gets its own cache name."""
-    cache_dir = Path(cache_dir) if cache_dir else paths.DATA / "wikiart"
-    if url == DEFAULT_INDEX_URL:
-        name, sha1 = "wikiart.csv.gz", DEFAULT_INDEX_SHA1
-    else:
-        tag = hashlib.sha1(url.encode()).hexdigest()[:10]
-        name, sha1 = f"index-{tag}-{Path(urlsplit(url).path).name or 'index.csv'}", None
-    return download(url, cache_dir / name, sha1=sha1, desc="wikiart index", timeout=timeout, progress=progress,
-                    url_env=INDEX_ENV)
+    """Download the index once, cached only when it parses (a cached one that does not is moved aside and
+    downloaded again). The course's own file is also checked by SHA-1."""
+    sha1 = DEFAULT_INDEX_SHA1 if url == DEFAULT_INDEX_URL else None
+    return download(url, cache_path(url, cache_dir), sha1=sha1, check=index_problem, desc="wikiart index",
+                    timeout=timeout, progress=progress, url_env=INDEX_ENV)
+
+
+def index_problem(path) -> str | None:
+    """What makes the file at `path` not an index in the course's format, or None when it parses."""
+    try:
+        parse_index(Path(path).read_bytes(), str(path))
+    except WikiArtIndexError as e:
+        return e.problem
+    return None
 
 
 def parse_index(data: bytes, source: str = "index") -> list[Painting]:
     """Rows of a gzip or plain CSV index, checked: columns, labels 0..9, splits, unique file-safe ids."""
+    again = "get the course's wikiart.csv.gz again, or pass another --index"
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as e:
-            raise WikiArtIndexError(f"{source}: not a readable gzip file ({e}). Fix: delete it and download it "
-                                    "again, or pass another --index") from None
+            raise WikiArtIndexError(source, f"not a readable gzip file ({e})", again) from None
+    if looks_like_html(data):
+        raise WikiArtIndexError(source, "an HTML page (a server's error page?), not the course's CSV index", again)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise WikiArtIndexError(f"{source}: not UTF-8 text ({e}); is it the course's wikiart.csv.gz?") from None
+        raise WikiArtIndexError(source, f"not UTF-8 text ({e}), so not the course's CSV index", again) from None
     reader = csv.reader(io.StringIO(text))
     header = [name.strip() for name in next(reader, [])]
     missing = [name for name in COLUMNS if name not in header]
     if missing:
-        raise WikiArtIndexError(f"{source}: no column {', '.join(missing)} (header: {','.join(header) or 'empty'}). "
-                                f"Fix: the index needs the course's columns {','.join(COLUMNS)}")
+        raise WikiArtIndexError(source, f"no column {', '.join(missing)} (header: {','.join(header)[:80] or 'empty'})",
+                                f"the index needs the course's columns {','.join(COLUMNS)}")
     col = {name: header.index(name) for name in COLUMNS}
     rows, seen = [], set()
     for fields in reader:
@@ -112,7 +137,7 @@ def parse_index(data: bytes, source: str = "index") -> list[Painting]:
         line = reader.line_num
 
         def bad(problem, fix="correct that row, or use the course's wikiart.csv.gz", line=line):
-            return WikiArtIndexError(f"{source}, line {line}: {problem}. Fix: {fix}")
+            return WikiArtIndexError(source, problem, fix, line)
 
         if len(fields) != len(header):
             raise bad(f"{len(fields)} fields, the header has {len(header)}")
@@ -131,7 +156,7 @@ def parse_index(data: bytes, source: str = "index") -> list[Painting]:
         seen.add(image_id)
         rows.append(Painting(image_id, url, int(label), split))
     if not rows:
-        raise WikiArtIndexError(f"{source}: no rows after the header. Fix: pass the course's wikiart.csv.gz")
+        raise WikiArtIndexError(source, "no rows after the header", "pass the course's wikiart.csv.gz")
     return rows
 
 

@@ -19,7 +19,16 @@ from PIL import Image
 from real_formats.wikiart_servers import WikiArtHosts
 
 from q2_wikiart_finetune import download_wikiart
-from q2_wikiart_finetune.wikiart_index import STYLES, WikiArtIndexError, parse_index, read_index, select_subset
+from q2_wikiart_finetune.wikiart_index import (
+    STYLES,
+    WikiArtIndexError,
+    cache_path,
+    index_problem,
+    parse_index,
+    read_index,
+    select_subset,
+)
+from tools.polite_fetch import host_of, retry_after_seconds
 
 REFERENCE_INDEX = Path("/work/shared/reference/wikiart/wikiart.csv.gz")
 SCRIPT = REPO / "q2_wikiart_finetune" / "download_wikiart.py"
@@ -133,7 +142,7 @@ def test_resize_all_images_and_size_record(server, tmp_path):
     assert sizes == {(32, 24)}
     assert (out / "image_size.txt").read_text().strip() == "24"
     other = run("--index", str(index), "--out", str(out), "--resize", "256x256", *FAST)
-    assert other.returncode == 2 and "stored at size '24', not '256x256'" in other.stderr
+    assert other.returncode == 1 and "stored at size '24', not '256x256'" in other.stderr
     assert "--resize 24" in other.stderr and "Traceback" not in other.stderr
 
 
@@ -155,7 +164,7 @@ def test_bad_index_stops_the_script_before_any_download(server, tmp_path):
     rows[1][3] = "12"
     index = write_index(tmp_path / "bad.csv.gz", rows)
     proc = run("--index", str(index), "--out", str(tmp_path / "out"), *FAST)
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # a failure with its fix; 2 is for usage errors
     assert f"{index}, line 3: label '12'" in proc.stderr and "Traceback" not in proc.stderr
     assert server.requests() == [] and not (tmp_path / "out" / "images").exists()
 
@@ -181,6 +190,109 @@ def test_reference_index():
     assert Counter(r.split for r in rows) == {"train": 8000, "test": 2000}
     first = expected_subset(rows, 0, 5)
     assert select_subset(rows, 0, 5) == first
+    assert index_problem(REFERENCE_INDEX) is None  # what a download of it is checked by before it is cached
+
+
+# ---- the index a mirror serves: validated before it is cached, and when the cache is read -----------------
+
+ERROR_PAGE = b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>try later</body></html>\n"
+
+
+def test_an_error_page_served_as_the_index_is_never_cached(server, tmp_path):
+    rows = make_rows(server, 8)
+    index = write_index(tmp_path / "index.csv.gz", rows).read_bytes()
+    url = server.add("/idx/wikiart.csv.gz", index, faults=[Body(ERROR_PAGE)] * 2)  # 200, then fixed after two
+    out = tmp_path / "wikiart"
+    cached = cache_path(url, out)
+    kept = [f"kept as {cached}.rejected", f"the same file as {cached}.rejected, kept from an earlier try"]
+    for kept_where in kept:  # the second run receives the same page: no second copy of it is kept
+        proc = run("--out", str(out), *FAST, env={"WIKIART_INDEX_URL": url})
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip() == (
+            f"error: cannot get the index: {url} sent no usable file: an HTML page (a server's error page?), not "
+            f"the course's CSV index ({kept_where}; nothing was cached). Fix: run again once the server is fixed; "
+            "if it fails the same way, check the URL or set WIKIART_INDEX_URL to a mirror's URL")
+        assert not cached.exists() and not (out / "images").exists()
+    assert (out / f"{cached.name}.rejected").read_bytes() == ERROR_PAGE  # kept once, to look at
+    assert not (out / f"{cached.name}.rejected.2").exists()
+
+    fixed = run("--out", str(out), *FAST, env={"WIKIART_INDEX_URL": url})  # the server sends the index now
+    assert fixed.returncode == 0, fixed.stderr
+    assert cached.read_bytes() == index
+    assert "Writing train/val for 8 successfully downloaded images." in fixed.stdout
+
+
+@pytest.mark.parametrize("damage", ["error page", "cut short"])
+def test_a_damaged_cached_index_is_moved_aside_and_fetched_again(server, tmp_path, damage):
+    rows = make_rows(server, 8)
+    index = write_index(tmp_path / "index.csv.gz", rows).read_bytes()
+    url = server.add("/idx/wikiart.csv.gz", index)
+    out = tmp_path / "wikiart"
+    cached = cache_path(url, out)
+    cached.parent.mkdir(parents=True)
+    bad = ERROR_PAGE if damage == "error page" else index[: len(index) // 2]  # as an older version cached it
+    cached.write_bytes(bad)
+    proc = run("--out", str(out), *FAST, env={"WIKIART_INDEX_URL": url})
+    assert proc.returncode == 0, proc.stderr
+    problem = "an HTML page" if damage == "error page" else "not a readable gzip file"
+    assert f"note: {cached} is not usable ({problem}" in proc.stderr
+    assert f"moved it to {cached}.damaged and downloading it again" in proc.stderr
+    assert (out / f"{cached.name}.damaged").read_bytes() == bad  # kept, never deleted
+    assert cached.read_bytes() == index
+    assert "Writing train/val for 8 successfully downloaded images." in proc.stdout
+
+
+def test_a_damaged_cached_index_while_the_server_is_still_broken_is_refused(server, tmp_path):
+    rows = make_rows(server, 4)
+    url = server.add("/idx/wikiart.csv.gz", write_index(tmp_path / "index.csv.gz", rows).read_bytes(),
+                     faults=[Body(ERROR_PAGE)])
+    out = tmp_path / "wikiart"
+    cached = cache_path(url, out)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(ERROR_PAGE)
+    proc = run("--out", str(out), *FAST, env={"WIKIART_INDEX_URL": url})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    note, error = proc.stderr.strip().splitlines()
+    assert note.startswith(f"note: {cached} is not usable (an HTML page")
+    assert error.startswith(f"error: cannot get the index: {url} sent no usable file: an HTML page")
+    assert f"(kept as {cached}.rejected; nothing was cached). Fix: " in error
+    assert not cached.exists() and (out / f"{cached.name}.damaged").read_bytes() == ERROR_PAGE
+
+
+# ---- images already in images/: counted only when they decode completely ---------------------------------
+
+
+@pytest.mark.parametrize("rerun", [[], ["--no-download"]])
+def test_a_truncated_image_in_images_is_moved_aside_and_fetched_again(server, tmp_path, rerun):
+    rows = make_rows(server, 8)
+    index = write_index(tmp_path / "index.csv.gz", rows)
+    out = tmp_path / "wikiart"
+    first = run("--index", str(index), "--out", str(out), *FAST)
+    assert first.returncode == 0, first.stderr
+    image_id = rows[0][0]  # in the index's test split: val.txt
+    stored = out / "images" / f"{image_id}.jpg"
+    whole = stored.read_bytes()
+    assert whole == jpeg(0) and f"{image_id}.jpg 0" in (out / "val.txt").read_text().splitlines()
+    cut = whole[: len(whole) // 2]  # a real JPEG cut short, as a run killed mid-write by the course's script leaves
+    stored.write_bytes(cut)
+    with Image.open(stored) as image:
+        image.verify()  # the header alone says nothing is wrong
+    before = len(server.requests())
+
+    proc = run("--index", str(index), "--out", str(out), *FAST, *rerun)
+    assert proc.returncode == 0, proc.stderr
+    assert (f"note: {stored} does not decode completely (truncated image): moved it to {image_id}.jpg.damaged; "
+            "fetching it again") in proc.stderr
+    assert (out / "images" / f"{image_id}.jpg.damaged").read_bytes() == cut  # kept, never deleted
+    val = (out / "val.txt").read_text().splitlines()
+    if rerun:  # nothing fetched: the image is listed as missing, not in val.txt
+        assert len(server.requests()) == before and not stored.exists()
+        assert f"{image_id}.jpg 0" not in val and failures(out) == {image_id: "not downloaded (--no-download)"}
+        assert "0 downloaded, 7 already present, 1 failed" in proc.stdout
+    else:
+        assert [r.path for r in server.requests()[before:]] == [f"/images/{image_id}.jpg"]
+        assert stored.read_bytes() == whole and f"{image_id}.jpg 0" in val and failures(out) == {}
+        assert "1 downloaded, 7 already present, 0 failed" in proc.stdout
 
 
 # ---- politeness against the servers as they behave today ----------------------------------------------
@@ -369,8 +481,8 @@ def test_bad_arguments_are_refused(tmp_path, capsys, args, message):
 
 
 def test_one_site_many_servers_shares_one_limit():
-    assert download_wikiart.host_of("https://uploads3.wikiart.org/images/a.jpg") == download_wikiart.host_of("http://uploads8.WikiArt.org/b.jpg")
-    assert download_wikiart.host_of("http://127.0.0.1:8000/a.jpg") != download_wikiart.host_of("http://127.0.0.1:8001/a.jpg")
+    assert host_of("https://uploads3.wikiart.org/images/a.jpg") == host_of("http://uploads8.WikiArt.org/b.jpg")
+    assert host_of("http://127.0.0.1:8000/a.jpg") != host_of("http://127.0.0.1:8001/a.jpg")
 
 
 def test_course_meanings_of_i_and_w_are_kept():
@@ -382,8 +494,8 @@ def test_course_meanings_of_i_and_w_are_kept():
 
 def test_retry_after_forms():
     now = 1_445_412_450.0  # 30 s before Wed, 21 Oct 2015 07:28:00 GMT
-    assert download_wikiart.retry_after_seconds("120", now) == 120
-    assert download_wikiart.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now) == 30
-    assert download_wikiart.retry_after_seconds(formatdate(now - 60, usegmt=True), now) == 0  # in the past
+    assert retry_after_seconds("120", now) == 120
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now) == 30
+    assert retry_after_seconds(formatdate(now - 60, usegmt=True), now) == 0  # in the past
     for unreadable in (None, "", "soon", "1.5", "\u00b2"):
-        assert download_wikiart.retry_after_seconds(unreadable, now) is None
+        assert retry_after_seconds(unreadable, now) is None

@@ -13,6 +13,11 @@ older version) is moved aside to `<dest>.mismatch` before the download, and a do
 its checksum is kept as `<dest>.mismatch` too (once: a rerun that receives the same bytes keeps no
 second copy, `.mismatch.2`, of them); the messages say where, and `own_file_hint` tells the
 user how to use a file they trust instead (e.g. `make q2 WEIGHTS=path`).
+
+A file without a published checksum can still be checked for what it must be (`check`, e.g. an index
+that parses): a download that fails the check never becomes `dest` (it is kept as `<dest>.rejected`,
+once), and a `dest` that fails it (cached by an older version, damaged since) is moved aside to
+`<dest>.damaged` and downloaded again.
 """
 
 import hashlib
@@ -74,6 +79,11 @@ def http_session(retries: int = 5, pool: int = 10, backoff: float = BACKOFF) -> 
     return session
 
 
+def name_unresolved(exc: BaseException) -> bool:
+    """Offline, or a host that no longer exists: waiting does not help."""
+    return isinstance(_reason(exc), urllib3.exceptions.NameResolutionError)
+
+
 def error_cause(exc: BaseException) -> str:
     """A short name for why a request failed: 'timeout', 'connection dropped' or 'connection'."""
     reason = _reason(exc)
@@ -93,6 +103,11 @@ def _reason(exc: BaseException):
     if isinstance(reason, urllib3.exceptions.MaxRetryError):
         reason = reason.reason
     return reason
+
+
+def looks_like_html(data: bytes) -> bool:
+    """A web page: what blocked clients, and mirrors or proxies without the file, are often sent with status 200."""
+    return data.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
 def partial_path(dest) -> Path:
@@ -123,10 +138,12 @@ class _Interrupted(Exception):
         self.cause, self.progressed = cause, progressed
 
 
-def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), retries=5, session=None,
+def download(url, dest, *, md5=None, sha1=None, check=None, desc=None, timeout=(10, 60), retries=5, session=None,
              progress=None, url_env=None, own_file_hint=None) -> Path:
     """Fetch `url` into `dest` (resuming a partial download) and check its md5/sha1; returns `dest`.
 
+    `check(path)` returns what is wrong with a file's content (e.g. "an HTML page, not the index"), or
+    None when it is usable; it is asked of `dest` when it exists and of each download before it becomes `dest`.
     `timeout` is (connect, read) in seconds: the read timeout bounds any silence from the server.
     `progress` None shows a bar only on a terminal. `url_env` names the environment variable that
     overrides this URL, so an unreachable host's error can say how to use a mirror; `own_file_hint`
@@ -136,13 +153,19 @@ def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), ret
     expected = {name: value.lower() for name, value in (("md5", md5), ("sha1", sha1)) if value}
     if dest.exists():
         mismatch = checksum_mismatch(dest, expected)
-        if not mismatch:
+        problem = None if mismatch else check and check(dest)
+        if not mismatch and not problem:
             return dest
-        aside = move_aside(dest, "mismatch")  # the user's copy, or an older version: kept, never deleted
-        algorithm, want, got = mismatch
-        use = f" If you trust that copy, use it with {own_file_hint}." if own_file_hint else ""
-        print(f"note: {dest} has {algorithm} {got}, not the published {want}: moved it to {aside} and "
-              f"downloading the published file.{use}", file=sys.stderr)
+        if mismatch:
+            aside = move_aside(dest, "mismatch")  # the user's copy, or an older version: kept, never deleted
+            algorithm, want, got = mismatch
+            use = f" If you trust that copy, use it with {own_file_hint}." if own_file_hint else ""
+            print(f"note: {dest} has {algorithm} {got}, not the published {want}: moved it to {aside} and "
+                  f"downloading the published file.{use}", file=sys.stderr)
+        else:
+            aside = move_aside(dest, "damaged")  # cached by an older version, or damaged since: kept to look at
+            print(f"note: {dest} is not usable ({problem}): moved it to {aside} and downloading it again",
+                  file=sys.stderr)
     part = partial_path(dest)
     own_session = session is None
     session = session or http_session(retries)
@@ -154,26 +177,38 @@ def download(url, dest, *, md5=None, sha1=None, desc=None, timeout=(10, 60), ret
     mismatch = checksum_mismatch(part, expected)
     if mismatch:
         size = part.stat().st_size
-        # an empty body is nothing to keep; anything else is kept under the file's own name, once: a rerun that
-        # receives the same wrong file again keeps no second copy of it
-        same = _same_mismatch(part, dest) if size else None
-        if same:
-            part.unlink()
-        aside = None if same else move_aside(part, "mismatch", name_of=dest) if size else part.unlink()
+        kept = _keep_aside(part, dest, "mismatch")
         algorithm, want, got = mismatch
-        kept = (f"the same file as {same}, kept from an earlier try" if same else f"kept as {aside}" if aside
-                else "nothing was received")
         use = f", or use a copy you trust with {own_file_hint}" if own_file_hint else ""
         raise DownloadError(f"checksum mismatch for {url}: expected {algorithm} {want}, got {got} ({size} bytes, "
                             f"{kept}). Fix: run again; if it fails the same way, the server holds a different file "
                             f"(an error page, another version): check the URL{_mirror_hint(url_env, ' or')}{use}")
+    problem = check and check(part)
+    if problem:
+        kept = _keep_aside(part, dest, "rejected")
+        raise DownloadError(f"{url} sent no usable file: {problem} ({kept}; nothing was cached). Fix: run again once "
+                            f"the server is fixed; if it fails the same way, check the URL"
+                            f"{_mirror_hint(url_env, ' or')}")
     os.replace(part, dest)
     return dest
 
 
-def _same_mismatch(part: Path, dest: Path) -> Path | None:
-    """A `<dest>.mismatch[.N]` kept earlier with exactly the content of `part` (size, then SHA-256), or None."""
-    pattern = re.compile(re.escape(dest.name) + r"\.mismatch(\.\d+)?")
+def _keep_aside(part: Path, dest: Path, tag: str) -> str:
+    """Move a download that is not the file aside as `<dest>.<tag>`, and say where.
+
+    An empty body is nothing to keep; anything else is kept under the file's own name, once: a rerun that
+    receives the same wrong file again keeps no second copy of it."""
+    size = part.stat().st_size
+    same = _same_kept(part, dest, tag) if size else None
+    if same or not size:
+        part.unlink()
+        return f"the same file as {same}, kept from an earlier try" if same else "nothing was received"
+    return f"kept as {move_aside(part, tag, name_of=dest)}"
+
+
+def _same_kept(part: Path, dest: Path, tag: str) -> Path | None:
+    """A `<dest>.<tag>[.N]` kept earlier with exactly the content of `part` (size, then SHA-256), or None."""
+    pattern = re.compile(re.escape(dest.name) + rf"\.{tag}(\.\d+)?")
     size, digest = part.stat().st_size, None
     for f in sorted(dest.parent.iterdir()):
         if not pattern.fullmatch(f.name) or not f.is_file() or f.stat().st_size != size:
@@ -280,7 +315,7 @@ def _unreachable(url, exc, timeout, retries, url_env) -> str:
 def _root_reason(exc) -> str:
     reason = _reason(exc) or exc
     text = str(reason)
-    if "Name or service not known" in text or "NameResolution" in type(reason).__name__:
+    if "Name or service not known" in text or name_unresolved(exc):
         return "name not resolved"
     if "Connection refused" in text:
         return "connection refused"
