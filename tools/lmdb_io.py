@@ -14,6 +14,7 @@ data.mdb, and what the caller says it was made from); `check()` verifies it, and
 data.mdb from LMDB's own page count, before Caffe maps the file and dies of SIGBUS.
 """
 
+import errno
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import lmdb
 import numpy as np
 
 from tools import paths
+from tools.cli import disk_is_full
 from tools.errors import ToolkitError
 from tools.fileio import _UMASK, DamagedFile, atomic_path, read_json, shape_problem, write_text
 from tools.weights import blob_array
@@ -127,7 +129,9 @@ def _write(path, datums, count: int, *, num_classes=None, source=None) -> Path:
                     flush()
                     batch = []
             flush()
-        except lmdb.Error as e:  # e.g. the disk is full: say where, as an OSError does
+        except lmdb.Error as e:  # e.g. the disk is full (LMDB says `mdb_txn_commit: Input/output error`): say where
+            if disk_is_full(tmp):
+                raise OSError(errno.ENOSPC, f"No space left on device (LMDB: {e})", str(path)) from None
             raise OSError(None, f"LMDB write failed: {e}", str(path)) from None
         finally:
             env.close()
@@ -146,8 +150,11 @@ def _write(path, datums, count: int, *, num_classes=None, source=None) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno and str(e.filename or "").startswith(str(tmp)):
+            # the manifest or data.mdb of the hidden temporary folder: name the LMDB being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 
