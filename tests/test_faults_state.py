@@ -131,6 +131,28 @@ def test_demo_reads_val_full_and_timings_through_their_checks(tmp_path, capsys):
     assert demo.load_timings(timings)["stages"] == {"Q1 (all variants)": {"first": 12.5}}
 
 
+def test_q2_and_demo_state_files_of_the_wrong_shape(tmp_path):
+    from q2_wikiart_finetune import experiment as q2_experiment
+    from q2_wikiart_finetune import transfer_demo
+
+    timings = tmp_path / "timings.json"
+    timings.write_text('{"finetune": 12.5, "scratch": "slow"}')
+    said = []
+    assert read_json(timings, log=said.append, expect=q2_experiment.timings_problem) is None
+    assert said == [f'{timings} was damaged ("scratch" is "slow", not a number of seconds): moved aside to '
+                    "timings.json.broken; making it again"]
+    marker = tmp_path / "prepared.json"
+    marker.write_text('{"sizes": {}, "mean_value": [1, 1, 1], "pretrain_train": 3000}')
+    assert read_json(marker, log=said.append, expect=transfer_demo.PREPARED) is None
+    assert "(no 'pretrain_val' field)" in said[-1]
+    card = tmp_path / transfer_demo.CARD
+    card.parent.mkdir(parents=True)
+    card.write_text('{"val_accuracy": null}')
+    with pytest.raises(DamagedFile, match=r"model\.json is damaged \('val_accuracy' is null, not a number\)\. "
+                                          r"Fix: run `make demo` again"):
+        transfer_demo.write_results({}, 0.5, {}, tmp_path)
+
+
 @pytest.mark.parametrize("manifest, problem", [
     ("[]", "a JSON list, not an object"),
     ('{"entries": 200, "labels": {}, "data_size": 1, "sha256": "x"}', "no 'source' field"),
