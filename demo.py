@@ -32,7 +32,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from tools import caffe_runner, paths, runinfo  # noqa: E402
 from tools.cli import exit_on  # noqa: E402
-from tools.fileio import write_bytes, write_if_changed, write_text  # noqa: E402
+from tools.fileio import NUMBER, read_json, write_bytes, write_if_changed, write_text  # noqa: E402
 from tools.readme_sections import replace_between  # noqa: E402
 
 # What a run writes (results/ is ignored by git)
@@ -40,6 +40,7 @@ OUT = "results/demo"
 RUN_RESULTS = f"{OUT}/demo_results.md"
 TIMINGS = f"{OUT}/timings.json"
 FIGURE_RUN = "results/q1/fashion-mnist/val_loss_vs_iter"  # .png and .csv
+TEST_RECORD = {"seconds": NUMBER, "machine": dict, "passed": int}  # what tests/conftest.py writes, read by times_rows
 TEST_RECORDS = {"make test": "results/tests/make-test.json", "make test-fast": "results/tests/make-test-fast.json"}
 SELFTEST_RUN, SELFTEST_FILE = "results/caffe-selftest.md", "docs/caffe-selftest.md"  # `make caffe-selftest`'s report
 # What `make readme` publishes from it (committed)
@@ -113,11 +114,30 @@ def load_timings(path) -> dict:
     """results/demo/timings.json: {"stages": {title: {"first": s, "latest": s}}, "runs": {"first": run,
     "latest": run}}, a run being {"seconds", "machine", "loadavg_end", "stages": {title: s}} of one whole
     `make demo`. The file of an older demo (only the stages, at the top level) is read as such."""
-    path = Path(path)
-    data = json.loads(path.read_text()) if path.exists() else {}
+    data = read_json(path, log=say, expect=_timings_problem, again="the stage times start again from this run") or {}
     if data and "stages" not in data:
         data = {"stages": data}
     return {"stages": data.get("stages", {}), "runs": data.get("runs", {})}
+
+
+def say(line: str) -> None:
+    print(f"[demo] {line}")
+
+
+def _timings_problem(data: dict) -> str | None:
+    """What is wrong with timings.json's fields (see load_timings), or None."""
+    stages = data.get("stages", {} if "runs" in data else data)
+    if not isinstance(stages, dict):
+        return "'stages' is not an object"
+    for name, t in stages.items():
+        if not (isinstance(t, dict) and isinstance(t.get("first"), NUMBER)
+                and isinstance(t.get("latest", 0), NUMBER)):
+            return f"stage {json.dumps(name)} has no number of seconds 'first'"
+    runs = data.get("runs", {})
+    if not isinstance(runs, dict) or not all(isinstance(r, dict) and isinstance(r.get("seconds"), NUMBER)
+                                             and isinstance(r.get("machine"), dict) for r in runs.values()):
+        return "'runs' is not an object of runs with their seconds and machine"
+    return None
 
 
 def stage_rows(timings) -> list[str]:
@@ -152,6 +172,9 @@ def write_index(repo, timings) -> Path:
     return out
 
 
+# What results/demo/q2/transfer_results.json always holds (q2_wikiart_finetune.transfer_demo.write_results)
+Q2_RESULTS = {"modes": dict, "heldout_accuracy": NUMBER, "heldout_images": int, "pretrained_accuracy": NUMBER,
+              "target_train": int}
 Q1_VARIANTS = ("baseline", "dropout", "augment", "dropout_augment", "dropout_augment_rta")
 Q2_ROWS = [("cached_features", "the pretrained model"), ("feature_extractor", "the pretrained model"),
            ("finetune", "the pretrained model"), ("scratch", "random fillers (same net, same iterations)")]
@@ -167,9 +190,15 @@ def q1_results(repo) -> dict | None:
     out = repo / "results/q1/fashion-mnist"
     if not all((out / v / "val_full.json").exists() for v in Q1_VARIANTS):
         return None
+    # what the summary takes from each (the Q1 stage itself checks them against the weights)
+    fulls = {v: read_json(out / v / "val_full.json", log=say, expect={"accuracy": NUMBER, "loss": NUMBER},
+                          again="the Q1 stage (`make demo`, or demo.py --only q1) evaluates the final weights again")
+             for v in Q1_VARIANTS}
+    if any(full is None for full in fulls.values()):
+        return None
     rows = []
     for v in Q1_VARIANTS:
-        log, full = parse_log(out / v / "train.log"), json.loads((out / v / "val_full.json").read_text())
+        log, full = parse_log(out / v / "train.log"), fulls[v]
         train = final(log.test(1), "accuracy")
         rows.append({"variant": v, "train": train, "val": full["accuracy"], "gap": train - full["accuracy"],
                      "val_loss": full["loss"], "seconds": train_seconds(log)})
@@ -192,7 +221,10 @@ def render_results(repo, timings) -> str | None:
     q2_file = repo / OUT / "q2/transfer_results.json"
     if q1 is None or not q2_file.exists():
         return None
-    q2 = json.loads(q2_file.read_text())
+    q2 = read_json(q2_file, log=say, expect=Q2_RESULTS, again="the Q2 stage (`make demo`, or demo.py --only q2) "
+                   "makes it again")
+    if q2 is None:
+        return None
     spec = q1["spec"]
     run = timings["runs"].get("first") or timings["runs"].get("latest")
     where = f" ({runinfo.describe(run['machine'])})" if run else f" ({os.cpu_count()} cores)"
@@ -304,12 +336,12 @@ def times_section(measured: dict, bench: dict | None = None, install: dict | Non
 
 def committed_bench(repo) -> dict | None:
     f = Path(repo) / "bench/results.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return read_json(f, fix=f"restore the committed copy (git checkout {f}), or run `make bench` again")
 
 
 def committed_install(repo) -> dict | None:
     f = Path(repo) / "docs/install.json"  # written by tools/install_report.py --publish
-    return json.loads(f.read_text()) if f.exists() else None
+    return read_json(f, fix=f"restore the committed copy (git checkout {f})")
 
 
 def with_times_section(readme: str, measured: dict, bench: dict | None = None, install: dict | None = None) -> str:
@@ -362,11 +394,12 @@ def publish(repo) -> list[Path]:
     if (repo / SELFTEST_RUN).exists() and copy_if_changed(repo / SELFTEST_RUN, repo / SELFTEST_FILE):
         changed.append(repo / SELFTEST_FILE)
     measured_path = repo / MEASURED_FILE
-    measured = json.loads(measured_path.read_text()) if measured_path.exists() else {}
+    measured = read_json(measured_path, fix=f"restore the committed copy (git checkout {MEASURED_FILE})") or {}
     if timings["runs"].get("first"):
         measured["make demo"] = timings["runs"]
     for command, rel in TEST_RECORDS.items():
-        record = json.loads((repo / rel).read_text()) if (repo / rel).exists() else None
+        record = read_json(repo / rel, log=lambda line: print(f"[readme] {line}"), expect=TEST_RECORD,
+                           again=f"the next whole `{command}` writes it again")
         if record is None:
             continue
         if record.get("failed") or record.get("error"):
@@ -408,7 +441,8 @@ def main(argv=None) -> int:
             print("[readme] README.md and docs/ already show the runs under results/")
         return 0
     if a.results_only:
-        index, results = finish(repo, timings)
+        with exit_on(ValueError):
+            index, results = finish(repo, timings)
         print(f"[demo] {index}; {results}")
         return 0
     stages = [("Q1 (all variants)", "q1", stage_q1), ("Q2 offline (pretrain + transfer)", "q2", stage_q2),

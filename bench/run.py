@@ -31,7 +31,7 @@ from bench import machine
 from bench.common import DEFAULT_THREADS, FIGURES_ENV, STOCK_ENV, loadavg, stock_prefix, thread_env
 from tools import paths, runinfo
 from tools.cli import exit_on
-from tools.fileio import atomic_path, write_text
+from tools.fileio import atomic_path, read_json, write_text
 from tools.readme_sections import replace_between
 
 BENCHMARKS = {  # name -> module under bench/, in the order they run and appear
@@ -410,13 +410,20 @@ def main(argv=None) -> int:
         for f in changed:
             print(f"[bench] updated {f.relative_to(paths.REPO) if f.is_relative_to(paths.REPO) else f}",
                   file=sys.stderr)
-        return 0 if write_readme(json.loads((HERE / "results.json").read_text())) else 1
+        with exit_on():
+            published = read_json(HERE / "results.json", expect={"benchmarks": dict},
+                                  fix="restore the committed copy (git checkout bench/results.json)")
+            if published is None:
+                raise FileNotFoundError(2, "No such file or directory (run `make bench`)", str(HERE / "results.json"))
+        return 0 if write_readme(published) else 1
     out = a.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if a.quick else RUN_OUT)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "results.json"
     if not previous.exists() and out.resolve() == RUN_OUT.resolve() and (HERE / "results.json").exists():
         previous = HERE / "results.json"  # the first run here keeps the published numbers of what it does not run
-    data = json.loads(previous.read_text()) if previous.exists() else {}
+    with exit_on():  # a damaged earlier record: refused in one line, never overwritten (it holds measured numbers)
+        data = read_json(previous, expect={"benchmarks": dict},
+                         fix="move it aside (or restore it: git checkout bench/results.json) and run again") or {}
     data.setdefault("benchmarks", {})
     names = a.only or list(BENCHMARKS)
     load = loadavg()

@@ -16,12 +16,12 @@ bench/ with `make bench`) and a table of how soon each mode reaches which accura
 
 import dataclasses
 import datetime
-import json
 import re
 from pathlib import Path
 
 from bench.common import child_main, figures_dir, table
 from tools import paths
+from tools.fileio import read_json
 from tools.parse_log import parse_log
 
 RESULTS = "results/demo/q2"
@@ -65,7 +65,7 @@ def read_demo(repo, newer_than=None) -> dict | None:
         return None
     summary = q2 / "transfer_results.json"
     if summary.exists():  # transfer_demo's own record
-        data = json.loads(summary.read_text())
+        data = read_json(summary, fix="run `make demo` again (its Q2 stage writes it)")
         modes = data.get("modes", {})
         if not all(m in modes for m in ORDER):
             return None
@@ -78,8 +78,8 @@ def read_demo(repo, newer_than=None) -> dict | None:
     files = [q2 / "transfer" / "timings.json", q2 / "scratch" / "timings.json", q2 / "transfer_summary.md"]
     if not all(f.exists() for f in files):
         return None
-    seconds = json.loads(files[0].read_text())
-    scratch = json.loads(files[1].read_text())
+    seconds = read_json(files[0], fix="run `make demo` again (its Q2 stage times its runs anew)")
+    scratch = read_json(files[1], fix="run `make demo` again (its Q2 stage times its runs anew)")
     if "finetune" in scratch:
         seconds["scratch"] = scratch["finetune"]
     summary = files[2].read_text()

@@ -115,6 +115,11 @@ LMDB_COUNTS = {"train_lmdb": "train_count", "val_lmdb": "val_count", "train_subs
 VAL_SAMPLE_PER_CLASS = 100
 
 
+# What prepared.json always holds (besides the options it was prepared with, compared field by field)
+PREPARED = {"image_shape": list, "train_count": int, "val_count": int, "subset_count": int, "val_sample_count": int,
+            "classes": list, "subset_class_counts": list}
+
+
 def check_prepared(folder: Path, info: dict, options: dict) -> str | None:
     """None if the prepared data is what prepared.json says, else what is wrong (one phrase)."""
     try:
@@ -142,7 +147,8 @@ def prepare(name: str, per_class: int = 100, seed: int = 0, repo=paths.REPO, log
     marker = folder / "prepared.json"
     with locks.locked(folder, what=f"the data folder {folder}"):
         # a damaged prepared.json is moved aside and the data prepared again
-        done = read_json(marker, log=lambda line: log(f"[q1] {line}"))
+        done = read_json(marker, log=lambda line: log(f"[q1] {line}"), expect=PREPARED,
+                         again=f"preparing {name} again")
         if done is not None and {k: done.get(k) for k in options} == options:
             problem = check_prepared(folder, done, options)
             if problem is None:

@@ -36,7 +36,7 @@ from tools import caffe_runner, locks, paths
 from tools.cli import exit_on, positive_int
 from tools.datasets import DatasetError
 from tools.draw_net import draw, graphviz_missing
-from tools.fileio import move_aside, read_json, write_text
+from tools.fileio import NUMBER, move_aside, read_json, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 
@@ -123,6 +123,15 @@ def check_same_nets(run_dir: Path, net_dir: Path, fresh: bool) -> bool:
     return fresh
 
 
+VAL_FULL = {"weights": str, "size": int, "mtime_ns": int, "images": int, "accuracy": NUMBER, "loss": NUMBER}
+
+
+def read_val_full(path, log=None, again="evaluating the final weights again") -> dict | None:
+    """A variant's val_full.json, or None when there is none or it was damaged (cut short, not an object, a field
+    missing or of another type): a damaged one is moved aside as val_full.json.broken, saying so (`log`)."""
+    return read_json(path, log=log, expect=VAL_FULL, again=again)
+
+
 def full_validation(repo: Path, folder: str, run_dir: Path, spec, gpu=None) -> dict:
     """Accuracy and loss of the final weights on the whole validation set (the prototxt's "val_full"
     input), computed once per snapshot and kept in run_dir/val_full.json."""
@@ -130,8 +139,8 @@ def full_validation(repo: Path, folder: str, run_dir: Path, spec, gpu=None) -> d
     stamp = {"weights": weights.name, "size": weights.stat().st_size, "mtime_ns": weights.stat().st_mtime_ns,
              "images": spec.val_count}
     cache = run_dir / "val_full.json"
-    done = read_json(cache, log=lambda line: print(f"[q1] {line}"))  # a damaged one is moved aside and made again
-    if done is not None and {k: done.get(k) for k in stamp} == stamp and {"accuracy", "loss"} <= done.keys():
+    done = read_val_full(cache, log=lambda line: print(f"[q1] {line}"))  # a damaged one is moved aside, made again
+    if done is not None and {k: done.get(k) for k in stamp} == stamp:
         return done
     import caffe
 

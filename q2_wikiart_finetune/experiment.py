@@ -36,7 +36,7 @@ from q2_wikiart_finetune.task import solver as mode_solver
 from tools import caffe_runner, locks, paths
 from tools import weights as caffe_weights
 from tools.cli import exit_on
-from tools.fileio import atomic_path, read_json, write_if_changed, write_text
+from tools.fileio import NUMBER, atomic_path, read_json, write_if_changed, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 from tools.solver import solver_text
@@ -162,6 +162,12 @@ def run(task, modes=MODES, *, pretrained=None, repo=paths.REPO, gpu=None, progre
                     default_task=default_task, summary_title=summary_title, fresh=fresh)
 
 
+def timings_problem(timings: dict) -> str | None:
+    """What is wrong with timings.json ({run folder: seconds}), or None."""
+    return next((f"{json.dumps(k)} is {json.dumps(v)[:20]}, not a number of seconds" for k, v in timings.items()
+                 if not isinstance(v, NUMBER) or isinstance(v, bool)), None)
+
+
 def _run(task, modes, *, pretrained, repo, gpu, progress, default_task, summary_title, fresh) -> dict:
     out = repo / task.results_dir
     pretrained = pretrained if pretrained is not None else task.weights
@@ -170,7 +176,9 @@ def _run(task, modes, *, pretrained, repo, gpu, progress, default_task, summary_
         check_weights_fit(task, pretrained, repo)
     metrics, logs, best = {}, {}, None
     timings_file = out / "timings.json"
-    timings = read_json(timings_file, log=lambda line: print(f"[q2] {line}")) or {}  # damaged: moved aside
+    # damaged (cut short, or a time that is not a number): moved aside, and the times measured again
+    timings = read_json(timings_file, log=lambda line: print(f"[q2] {line}"), again="timing the runs again",
+                        expect=timings_problem) or {}
     for mode in modes:
         folder, run_dir = run_folders(task, default_task, mode, pretrained, repo)
         print(f"[q2] {task.name}: {mode}" + (f" (settings other than the defaults: {run_dir})"

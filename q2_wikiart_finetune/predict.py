@@ -12,13 +12,15 @@ the 10 crops (4 corners + centre, and their mirrors) like `caffe.Classifier`.
 
 import argparse
 import csv
-import sys
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tools import paths
+from tools.cli import exit_on
 from tools.fileio import atomic_path, write_text
 from tools.progress import progress_iter
 from tools.transform import mean_bgr
@@ -264,17 +266,36 @@ def main(argv=None):
     ap.add_argument("--label-column", default="label")
     ap.add_argument("--gpu", default=None, help="GPU id (needs a CUDA build)")
     a = ap.parse_args(argv)
-    from tools.caffe_runner import CaffeError
+    # every failure, the outputs' included (a folder as --out, a folder without write permission, a full disk),
+    # ends in one line; the outputs are written atomically, so a failed write leaves nothing half-written
+    with exit_on(FileNotFoundError, ValueError):
+        run(a)
 
-    try:
-        files, labels = gather(a.images, a.root)
-        mean = mean_bgr(None if a.mean_value else a.mean_file, a.mean_value)
-        clf = load_classifier(a.deploy, a.weights, new_size=a.new_size, crop=a.crop, mean=mean, gpu=a.gpu)
-        # the labels against the net's classes before any compute and before any output is written
-        check_labels(a.images, labels, clf.net.blobs[clf.output].data.shape[1], a.weights)
-        probs = predict(clf, files, oversample=a.oversample)
-    except (FileNotFoundError, ValueError, CaffeError, OSError) as e:
-        sys.exit(f"error: {e}")
+
+def check_out(out) -> Path:
+    """`--out` must name a file in a folder that can be written: said before any compute (a probe file is made
+    and removed), so an hour of prediction is not lost to a typo or a read-only folder."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give the submission's file name, e.g. {out / 'submission.csv'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a temporary file beside it, removed: raises what writing the output would (EACCES, EROFS)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(out)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return out
+
+
+def run(a):
+    files, labels = gather(a.images, a.root)
+    mean = mean_bgr(None if a.mean_value else a.mean_file, a.mean_value)
+    clf = load_classifier(a.deploy, a.weights, new_size=a.new_size, crop=a.crop, mean=mean, gpu=a.gpu)
+    # the labels against the net's classes before any compute and before any output is written
+    check_labels(a.images, labels, clf.net.blobs[clf.output].data.shape[1], a.weights)
+    check_out(a.out)
+    probs = predict(clf, files, oversample=a.oversample)
     predicted = probs.argmax(axis=1)
     out = write_submission(a.out, [Path(f).stem for f in files], predicted.tolist(), (a.id_column, a.label_column))
     print(f"wrote {out} ({len(files)} predictions)")

@@ -32,7 +32,7 @@ from q2_wikiart_finetune.task import write as write_prototxts
 from tools import caffe_runner, paths
 from tools.cli import exit_on
 from tools.datasets import FASHION_MNIST_CLASSES, DatasetError, load_fashion_mnist, stratified_subset
-from tools.fileio import atomic_path, read_json, write_if_changed, write_text
+from tools.fileio import NUMBER, atomic_path, read_json, write_if_changed, write_text
 from tools.parse_log import parse_log
 from tools.plot_log import plot_runs
 from tools.transform import mean_bgr
@@ -47,6 +47,7 @@ MINI = dict(width=0.25, new_size=112, crop=99, batch=50, val_batch=50)
 # conclusion only from a difference larger than that range. The first seed is the committed prototxts'.
 DEFAULT_SEED = 1
 SEEDS = (1, 2, 3)
+CARD = "results/demo/pretrained/model.json"  # the pretrained model's card, which Q3 reads
 ORDER = ("cached_features", "feature_extractor", "finetune", "scratch")
 
 
@@ -94,12 +95,19 @@ def plan(sizes=Sizes(), seed=0, ds=None):
     return split, info
 
 
+# What prepared.json always holds besides its sizes: the mean and the images per split
+PREPARED = {"sizes": dict, "mean_value": list, "pretrain_train": int, "pretrain_val": int, "target_train": int,
+            "target_val": int, "heldout": int}
+
+
 def prepare(sizes=Sizes(), repo=paths.REPO, seed=0) -> dict:
     """Fashion-MNIST as image folders and list files, the way WikiArt is laid out; skipped when done."""
     root = Path(repo) / DATA
     marker = root / "prepared.json"
     want = dataclasses.asdict(sizes) | {"seed": seed}
-    done = read_json(marker)  # a damaged one is moved aside and the data prepared again
+    # a damaged one (cut short, a field missing or of another type) is moved aside and the data prepared again
+    done = read_json(marker, log=lambda line: print(f"[demo] {line}"), expect=PREPARED,
+                     again="preparing the data again")
     if done is not None and done.get("sizes") == want:
         return done
     ds = load_fashion_mnist()
@@ -172,7 +180,7 @@ def pretrain(info, sizes=Sizes(), repo=paths.REPO, gpu=None, progress=True) -> P
                         f"stand-in for BVLC AlexNet (validation accuracy {metrics['finetune']['accuracy']:.3f})."),
     }
     # only when it changed: its date tells Q3 the model changed
-    write_if_changed(repo / "results/demo/pretrained/model.json", json.dumps(card, indent=1) + "\n")
+    write_if_changed(repo / CARD, json.dumps(card, indent=1) + "\n")
     return weights
 
 
@@ -267,7 +275,11 @@ def conclusions(runs: dict) -> list[str]:
 def write_results(runs, heldout_accuracy, info, repo) -> Path:
     """results/demo/q2/transfer_results.json: the measured numbers `make demo` reports (its demo_results.md):
     per seed each mode's accuracy, seconds and iterations; "modes" holds the first seed's."""
-    card = json.loads((Path(repo) / "results/demo/pretrained/model.json").read_text())
+    card = read_json(Path(repo) / CARD, expect={"val_accuracy": NUMBER},
+                     fix="run `make demo` again: its pretraining stage writes the model card anew") or {}
+    if not card:
+        raise FileNotFoundError(f"{Path(repo) / CARD} not found: run `make demo` again; its pretraining stage "
+                                "writes it")
     per_seed = {str(seed): {m: {k: r[k] for k in ("accuracy", "seconds", "iterations")} for m, r in results.items()}
                 for seed, results in runs.items()}
     data = {"modes": next(iter(per_seed.values())), "seeds": per_seed,

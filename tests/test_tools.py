@@ -349,7 +349,8 @@ def test_exit_on_ends_expected_failures_in_one_line(tmp_path):
 
     with pytest.raises(SystemExit, match=r"^error: bad --max-iter$"), exit_on(ValueError):
         raise ValueError("bad --max-iter")
-    full = r"^error: .*/out\.log: No space left on device \(errno 28\)\. Fix: free space"
+    full = (r"^error: .*/out\.log: No space left on device \(errno 28\): the disk is full \([\d.]+ [kMGT]?B(ytes)? "
+            r"free of .*\)\. Fix: free space")
     with pytest.raises(SystemExit, match=full), exit_on():
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.log"))
     with pytest.raises(SystemExit, match=r"^error: no Caffe\. Fix: make setup$"), exit_on():

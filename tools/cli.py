@@ -17,6 +17,7 @@ fix: os_error_line), and KeyboardInterrupt.
 import argparse
 import contextlib
 import errno
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,13 +26,84 @@ from tools.errors import ToolkitError
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
+def size_text(n: int) -> str:
+    """Bytes as people read them: 0 bytes, 812 bytes, 4.1 kB, 19.5 MB, 1.2 GB."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _existing_folder(path) -> Path:
+    """The nearest folder at or above `path` that exists (`path` itself may not: a file that failed to appear)."""
+    p = Path(path).absolute()
+    for q in (p, *p.parents):
+        if q.is_dir():
+            return q
+    return Path("/")
+
+
+def free_space(path) -> tuple[int, int] | None:
+    """(free, total) bytes of the file system that holds `path` (or would), or None if that cannot be told."""
+    try:
+        usage = shutil.disk_usage(_existing_folder(path))
+    except OSError:
+        return None
+    return usage.free, usage.total
+
+
+FULL = 1 << 20  # a disk with less free space than this cannot take a snapshot, a log line's worth of writes, ...
+
+
+def disk_is_full(path) -> bool:
+    """Whether the disk that holds `path` has (nearly) no space left: what a write that failed without saying
+    why (LMDB's `mdb_txn_commit: Input/output error`, Caffe's `Check failed: proto.SerializeToOstream`) meant."""
+    space = free_space(path)
+    return space is not None and space[0] < FULL
+
+
+def _disk_full_fix(path) -> str:
+    folder = _existing_folder(Path(path).parent)
+    space = free_space(path)
+    free = f"{size_text(space[0])} free of {size_text(space[1])}" if space else "its free space unknown"
+    return (f"the disk is full ({free} on the disk that holds {folder}). Fix: free space there (df -h {folder}) and "
+            "run the same command again (a training resumes from its last good snapshot)")
+
+
+def disk_full_line(path) -> str:
+    """One line for a write to `path` that failed because its disk is full, with the free space left there; for
+    failures reported by another program (Caffe, LMDB) that do not say ENOSPC: see caffe_disk_full."""
+    return f"{path}: {_disk_full_fix(path)}"
+
+
+# What Caffe and LMDB print when a write fails for want of space (they do not say ENOSPC)
+WRITE_FAILED = ("SerializeToOstream", "mdb_txn_commit", "No space left on device", "Input/output error",
+                "Check failed: status.ok() Failed to write")
+
+
+def caffe_disk_full(fatal_line: str | None, path) -> str | None:
+    """disk_full_line(path) when Caffe's fatal line is a failed write (io.cpp's `Check failed:
+    proto.SerializeToOstream(&output)`, LMDB's `mdb_txn_commit: Input/output error`, ...) and the disk that holds
+    `path` (the snapshot folder, or the log) is full; else None: the failure is something else."""
+    if fatal_line and any(s in fatal_line for s in WRITE_FAILED) and disk_is_full(path):
+        return disk_full_line(path)
+    return None
+
+
 def os_error_line(e: OSError) -> str:
-    """One line for an OSError: the file, what the system said, and what to do."""
+    """One line for an OSError: the file, what the system said, and what to do (for a full disk, the free space
+    left on it)."""
     where = e.filename or "a file"
+    said = f"{where}: {e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "")
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = (f"free space on the disk that holds it (df -h {Path(str(where)).parent}) and run the same command "
-               "again: it resumes from the last good snapshot")
-    elif e.errno == errno.EFBIG:
+        if e.errno == errno.EDQUOT:
+            return (f"{said}: your disk quota is used up. Fix: free space under your quota (quota -s) and run the "
+                    "same command again: it resumes from the last good snapshot")
+        return f"{said}: {_disk_full_fix(where)}"
+    if e.errno == errno.EFBIG:
         fix = ("raise the file-size limit (ulimit -f) and run the same command again: it resumes from the last good "
                "snapshot")
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -40,7 +112,7 @@ def os_error_line(e: OSError) -> str:
         fix = "give a file name, not a folder"
     else:
         fix = "check the file and its disk, then run the same command again"
-    return f"{where}: {e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "") + f". Fix: {fix}"
+    return f"{said}. Fix: {fix}"
 
 
 @contextlib.contextmanager

@@ -34,9 +34,12 @@ def atomic_path(path, suffix=""):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and e.filename in (None, tmp, str(tmp)):
+            # a failed write (a full disk) names the file being written, not its hidden temporary name
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -101,17 +104,46 @@ def move_aside(path, tag: str, name_of=None) -> Path:
 
 class DamagedFile(ToolkitError, ValueError):
     """A state file the toolkit wrote (a marker, a cache, a manifest) is not what it wrote: cut short, not
-    UTF-8, not JSON, or not a JSON object. The message names the file and the fix."""
+    UTF-8, not JSON, not a JSON object, or without the fields it always holds. The message names the file and
+    the fix."""
 
 
-def read_json(path, *, fix: str | None = None, log=None) -> dict | None:
+NUMBER = (int, float)  # a JSON number (bool, which Python counts as an int, is refused where a number is due)
+
+
+def _type_names(types) -> str:
+    names = {int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "an object",
+             bool: "true or false", type(None): "null"}
+    types = types if isinstance(types, tuple) else (types,)
+    if set(types) >= {int, float}:
+        types = tuple(t for t in types if t is not int)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def shape_problem(value: dict, expect) -> str | None:
+    """What is wrong with a JSON object `value` given `expect`: None when it fits. `expect` is {key: type or
+    tuple of types} (every key present, its value of one of those types; other keys are allowed), or a callable
+    that takes the object and returns the problem or None."""
+    if callable(expect):
+        return expect(value)
+    for key, types in expect.items():
+        if key not in value:
+            return f"no '{key}' field"
+        v, allowed = value[key], types if isinstance(types, tuple) else (types,)
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+            return f"'{key}' is {json.dumps(v)[:40]}, not {_type_names(types)}"
+    return None
+
+
+def read_json(path, *, fix: str | None = None, log=None, expect=None, again: str = "making it again") -> dict | None:
     """Read a JSON object that the toolkit wrote and keeps as state. None if there is no such file.
 
-    A damaged one (cut short, garbled, not an object) never raises a bare JSONDecodeError: with `fix` None
-    it is a cache that can be made again, so it is moved aside as `<name>.broken` (kept, never deleted), one
-    line says so (`log`, default stderr), and None is returned for the caller to rebuild it; with `fix`
-    given it cannot be rebuilt here, and DamagedFile says which file and the fix, leaving the file alone.
-    Other OSErrors (a folder in its place, no permission) propagate for tools.cli to name."""
+    A damaged one (cut short, garbled, not an object, or, with `expect` (see shape_problem), without the fields
+    of the types it always holds) never raises a bare JSONDecodeError, nor a KeyError later: with `fix` None it
+    is a cache that can be made again, so it is moved aside as `<name>.broken` (kept, never deleted), one line
+    says so and what happens now (`again`; `log`, default stderr), and None is returned for the caller to
+    rebuild it; with `fix` given it cannot be rebuilt here, and DamagedFile says which file and the fix, leaving
+    the file alone. Other OSErrors (a folder in its place, no permission) propagate for tools.cli to name."""
     path = Path(path)
     try:
         value = json.loads(path.read_bytes().decode())
@@ -122,13 +154,16 @@ def read_json(path, *, fix: str | None = None, log=None) -> dict | None:
     except ValueError as e:  # JSONDecodeError: cut short or garbled
         problem = f"not valid JSON: {e}"
     else:
-        if isinstance(value, dict):
-            return value
-        problem = f"a JSON {type(value).__name__}, not an object"
+        if not isinstance(value, dict):
+            problem = f"a JSON {type(value).__name__}, not an object"
+        else:
+            problem = shape_problem(value, expect) if expect is not None else None
+            if problem is None:
+                return value
     if fix is not None:
         raise DamagedFile(f"{path} is damaged ({problem}). Fix: {fix}")
     aside = move_aside(path, "broken")
-    (log or _stderr)(f"{path} was damaged ({problem}): moved aside to {aside.name}; making it again")
+    (log or _stderr)(f"{path} was damaged ({problem}): moved aside to {aside.name}; {again}")
     return None
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 
 from tools.cli import exit_on
-from tools.fileio import write_if_changed
+from tools.fileio import read_json, write_if_changed
 from tools.paths import REPO, RESULTS
 from tools.readme_sections import replace_between
 
@@ -79,13 +79,15 @@ def collect(data: dict) -> dict:
     """docs/install.json's data with this clone's latest wheel reports and clean-root results merged in."""
     wheels, runs = dict(data.get("wheels", {})), dict(data.get("runs", {}))
     for report in sorted((REPO / "dist").glob("bvlc_caffe-*.whl.json")):
-        w = json.loads(report.read_text())
+        w = read_json(report, expect={"wheel": str, "python": str},
+                      fix="make the wheel again (`make wheel`), or move the report and its wheel out of dist/")
         w.pop("auditwheel_show", None)
         if not (REPO / "dist" / w["wheel"]).exists():
             continue  # a report whose wheel is gone describes nothing one can install
         wheels[f"cp{w['python'].replace('.', '')}"] = w
     for result in sorted((RESULTS / "portability").glob("*.json")):
-        r = json.loads(result.read_text())
+        r = read_json(result, expect={"release": str, "label": str},
+                      fix="run that clean-root check again (`make portability`), or move the file out of the folder")
         runs[f"{r['release']}-{r['label']}"] = r
     return {"wheels": wheels, "runs": runs}
 
@@ -95,11 +97,13 @@ def main(argv=None):
     ap.add_argument("--publish", action="store_true",
                     help="merge dist/ and results/portability/ into docs/install.json")
     args = ap.parse_args(argv)
-    data = json.loads(DOCS.read_text()) if DOCS.exists() else {}
-    if args.publish:
-        data = collect(data)
-        if write_if_changed(DOCS, json.dumps(data, indent=1, sort_keys=True) + "\n"):
-            print(f"[install_report] {DOCS.relative_to(REPO)} updated")
+    with exit_on():
+        data = read_json(DOCS, expect={"wheels": dict, "runs": dict},
+                         fix="restore the committed copy (git checkout docs/install.json)") or {}
+        if args.publish:
+            data = collect(data)
+            if write_if_changed(DOCS, json.dumps(data, indent=1, sort_keys=True) + "\n"):
+                print(f"[install_report] {DOCS.relative_to(REPO)} updated")
     readme = REPO / "README.md"
     with exit_on(ValueError):
         if write_if_changed(readme, with_section(readme.read_text(), render(data))):

@@ -14,6 +14,7 @@ data.mdb, and what the caller says it was made from); `check()` verifies it, and
 data.mdb from LMDB's own page count, before Caffe maps the file and dies of SIGBUS.
 """
 
+import errno
 import hashlib
 import io
 import json
@@ -27,8 +28,9 @@ import lmdb
 import numpy as np
 
 from tools import paths
+from tools.cli import disk_is_full
 from tools.errors import ToolkitError
-from tools.fileio import _UMASK, DamagedFile, atomic_path, read_json, write_text
+from tools.fileio import _UMASK, DamagedFile, atomic_path, read_json, shape_problem, write_text
 from tools.weights import blob_array
 
 MANIFEST = "manifest.json"
@@ -127,7 +129,9 @@ def _write(path, datums, count: int, *, num_classes=None, source=None) -> Path:
                     flush()
                     batch = []
             flush()
-        except lmdb.Error as e:  # e.g. the disk is full: say where, as an OSError does
+        except lmdb.Error as e:  # e.g. the disk is full (LMDB says `mdb_txn_commit: Input/output error`): say where
+            if disk_is_full(tmp):
+                raise OSError(errno.ENOSPC, f"No space left on device (LMDB: {e})", str(path)) from None
             raise OSError(None, f"LMDB write failed: {e}", str(path)) from None
         finally:
             env.close()
@@ -146,8 +150,11 @@ def _write(path, datums, count: int, *, num_classes=None, source=None) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno and str(e.filename or "").startswith(str(tmp)):
+            # the manifest or data.mdb of the hidden temporary folder: name the LMDB being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     return path
 
@@ -266,11 +273,23 @@ def read_manifest(path, fix="write it again") -> dict | None:
     (the LMDB and its manifest are replaced together)."""
     f = Path(path) / MANIFEST
     try:
-        return read_json(f, fix=fix)
+        return read_json(f, fix=fix, expect=_manifest_problem)
     except DamagedFile as e:
         raise LmdbError(str(e)) from None
     except OSError as e:
         raise LmdbError(f"{f} is unreadable ({e.strerror or e}). Fix: {fix}") from None
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's fields (None if nothing): the checks below compare every one of them."""
+    problem = shape_problem(manifest, {"entries": int, "labels": dict, "data_size": int, "sha256": str,
+                                       "source": dict})
+    if problem:
+        return problem
+    for label, n in manifest["labels"].items():
+        if not (label.lstrip("-").isdigit() and isinstance(n, int) and not isinstance(n, bool)):
+            return f"'labels' maps {json.dumps(label)} to {json.dumps(n)[:20]}, not a class index to a count"
+    return None
 
 
 def check(path, *, entries=None, source=None, num_classes=None, fingerprint=True, fix="write it again") -> dict:
@@ -306,29 +325,49 @@ def check(path, *, entries=None, source=None, num_classes=None, fingerprint=True
     return manifest
 
 
-def label_counts(path) -> dict[int, int]:
-    """{label: records} of an LMDB of Datums: from its manifest when that matches data.mdb's size, else
-    read record by record (the label field only is used, but each Datum is parsed: ~1 s per 100,000)."""
+def record_labels(path, fix="write it again") -> dict[int, int]:
+    """{label: records} read from the records themselves (each Datum's `label`), never from the manifest: a label
+    changed in data.mdb after it was written (its size unchanged) is seen. ~0.12 s for 50,000 CIFAR-10-sized
+    records. LmdbError names the file and record when one is not a Datum."""
+    from google.protobuf.message import DecodeError
+
     path = Path(path)
-    check_pages(path)
-    try:
-        manifest = read_manifest(path)
-    except LmdbError:  # a damaged manifest: the records say
-        manifest = None
-    if manifest and manifest.get("data_size") == (path / "data.mdb").stat().st_size and "labels" in manifest:
-        return {int(k): v for k, v in manifest["labels"].items()}
-    pb2 = _caffe_pb2()
-    counts = {}
+    check_pages(path, fix)
+    d = _caffe_pb2().Datum()
+    counts: dict[int, int] = {}
     env = lmdb.open(str(path), readonly=True, lock=False)
     try:
-        with env.begin() as txn:
-            d = pb2.Datum()
-            for _, value in txn.cursor():
-                d.ParseFromString(value)
+        with env.begin(buffers=True) as txn:
+            for key, value in txn.cursor():
+                try:
+                    d.ParseFromString(value)
+                except DecodeError as e:
+                    raise LmdbError(f"{path / 'data.mdb'}: record {bytes(key).decode(errors='replace')} is not a "
+                                    f"Caffe Datum ({e}): the file was changed or damaged. Fix: {fix}") from None
                 counts[d.label] = counts.get(d.label, 0) + 1
+    except lmdb.Error as e:  # a damaged page
+        raise LmdbError(f"{path / 'data.mdb'} cannot be read ({e}): it is damaged. Fix: {fix}") from None
     finally:
         env.close()
     return counts
+
+
+def check_labels(path, num_classes: int, *, fix="write it again", where="") -> dict[int, int]:
+    """{label: records} from the records (record_labels), after checking every label is within
+    [0, num_classes); LmdbError naming data.mdb, the label, how many records hold it, and the fix."""
+    path = Path(path)
+    counts = record_labels(path, fix)
+    bad = sorted(label for label in counts if not 0 <= label < num_classes)
+    if bad:
+        raise LmdbError(f"{path / 'data.mdb'} holds {counts[bad[0]]} record(s) with label {bad[0]}, outside "
+                        f"0..{num_classes - 1} ({num_classes} classes){' ' + where if where else ''}. Fix: {fix}")
+    return counts
+
+
+def label_counts(path) -> dict[int, int]:
+    """{label: records} of an LMDB of Datums, read from its records (record_labels): a manifest records what was
+    written, not what data.mdb holds now."""
+    return record_labels(path)
 
 
 def read_binaryproto(path) -> np.ndarray:
@@ -358,6 +397,9 @@ def read_binaryproto(path) -> np.ndarray:
 def read_mean(path) -> np.ndarray:
     """A mean image from a .binaryproto (BlobProto) or .npy file, (C, H, W) or (C,); ValueError names the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"mean file {path} is a folder, not a file. Fix: give the mean file inside it (a "
+                         ".binaryproto that compute_image_mean writes, or a .npy array)")
     if not path.is_file():
         raise FileNotFoundError(f"mean file {path} not found")
     if path.suffix != ".npy":

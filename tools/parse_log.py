@@ -8,7 +8,10 @@
 Columns follow Caffe's parse_log.py (NumIters, Seconds, LearningRate, then the net outputs), and the
 files are named like its output, so existing plotting habits carry over. Seconds count training time
 since the first line; when a run was resumed (the log holds several runs), the pause between runs is
-left out and rows the resumed run repeats replace the earlier ones, so no iteration appears twice.
+left out and rows the resumed run repeats replace the earlier ones, so no iteration appears twice; its
+clock goes back to the time the earlier run reached the snapshot it resumed from, so the time of work that
+was thrown away (after that snapshot, or a whole run retrained after its snapshot was found broken) does
+not count either.
 A run starts at the runner's `# toolkit:` line (found even where a killed run left its last line cut
 off, and that cut-off line is dropped) or, in logs of bare `caffe train` runs appended together, at
 Caffe's own `Solving` line. A last line without its newline is still being written, or was cut: it
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from tools.cli import exit_on
+from tools.errors import ToolkitError
 from tools.fileio import atomic_path
 
 # glog prefixes each line with severity, [year,] month, day and time: "I1128 20:35:09.43" (older glog) or
@@ -35,6 +40,10 @@ RUN_START = "# toolkit:"  # the runner writes this line before each caffe run it
 SOLVING = re.compile(r"\] Solving ")  # Caffe prints it once per `caffe train`, before iteration 0 or the resume point
 
 BASE_COLUMNS = ["NumIters", "Seconds", "LearningRate"]
+
+
+class LogError(ToolkitError):
+    """The log given is not one a `caffe train` wrote (missing, a folder, or no outputs in it)."""
 
 
 @dataclass
@@ -89,6 +98,15 @@ def parse_lines(lines) -> Log:
     iteration, test_net, run = -1, 0, 0
     solving_seen = False  # a `Solving` line since the last run start
     table_run = {}  # id(table) -> the run its newest row came from
+    run_began = None  # the clock when the latest run started, until its first iteration is seen
+
+    def time_at(it) -> float:
+        """When the earlier runs reached iteration `it` (the snapshot a run resumes from): the first row logged
+        at `it`, else the last before it; 0 when they never got there."""
+        tables = [log.train, *log.tests]
+        at = [r["Seconds"] for t in tables for r in t if r["NumIters"] == it]
+        before = [r["Seconds"] for t in tables for r in t if r["NumIters"] < it]
+        return min(at) if at else max(before, default=0.0)
 
     def row_for(table, it, seconds):
         if table_run.get(id(table), run) != run:
@@ -108,14 +126,22 @@ def parse_lines(lines) -> Log:
             clock.new_run()
             run += 1
             solving_seen = False
+            run_began = clock.elapsed
             continue
         if SOLVING.search(line):
             if solving_seen:  # a second `caffe train` appended without the runner's marker
                 clock.new_run()
                 run += 1
+                run_began = clock.elapsed
             solving_seen = True
             continue
         seconds = clock.tick(line)
+        m = ITERATION.search(line)
+        if m and run_began is not None:
+            # the run's first iteration, where it resumed: its clock continues from when the earlier runs got
+            # there, plus its own start-up
+            clock.elapsed = seconds = time_at(int(m.group(1))) + (clock.elapsed - run_began)
+            run_began = None
         m = LEARNING_RATE.search(line)
         if m:
             it, lr = int(m.group(1)), float(m.group(2))
@@ -179,12 +205,18 @@ def main(argv=None):
     ap.add_argument("out_dir", nargs="?", help="folder for the CSV files (default: beside the log)")
     a = ap.parse_args(argv)
     log_path = Path(a.log)
-    if not log_path.exists():
-        raise SystemExit(f"error: no such log: {log_path}")
-    log = parse_log(log_path)
-    if not log.train and not log.tests:
-        raise SystemExit(f"error: {log_path} holds no 'Train net output' or 'Test net output' lines")
-    for p in write_csvs(log, a.out_dir or log_path.parent, log_path.name):
+    with exit_on():  # a folder given as the log, an unreadable one, an output folder that cannot be written: one line
+        if not log_path.exists():
+            raise LogError(f"no such log: {log_path}. Fix: give the path of a log `caffe train` wrote")
+        if log_path.is_dir():
+            raise LogError(f"{log_path} is a folder. Fix: give the log file a `caffe train` wrote (e.g. "
+                           f"{log_path / 'train.log'})")
+        log = parse_log(log_path)
+        if not log.train and not log.tests:
+            raise LogError(f"{log_path} holds no 'Train net output' or 'Test net output' lines. Fix: give the log "
+                           "a `caffe train` wrote")
+        written = write_csvs(log, a.out_dir or log_path.parent, log_path.name)
+    for p in written:
         print(p)
 
 
