@@ -144,7 +144,7 @@ def test_kill_9_of_caffe_is_reported_as_killed_and_the_rerun_resumes(tmp_path, m
     line = error_line(err)
     assert runner.returncode != 0 and "caffe train was killed (SIGKILL" in err, err
     assert "The last good snapshot is" in err and "run the same command again to resume from it" in err, err
-    assert line.startswith("  log: ")
+    assert line.startswith("error: caffe train was killed (SIGKILL") and line.endswith(f"; log: {log}")
     kept = good_snapshots(tmp_path)
     assert "snap_iter_500.solverstate" in kept
 
