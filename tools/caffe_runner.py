@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import locks, paths, preflight, snapshots
-from tools.cli import exit_on
+from tools.cli import WRITE_FAILED, disk_full_line, disk_is_full, exit_on
 from tools.errors import ToolkitError
 from tools.fileio import move_aside
 from tools.preflight import InputError
@@ -44,6 +44,7 @@ FATAL = re.compile(
 ITERATION_LOSS = re.compile(r"Iteration (\d+) .*loss = ([-+\d.eE]+|nan|inf)")
 ITERATION_LR = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STOP_BELOW = 16 << 20  # bytes free on the log's disk under which training stops while a snapshot still fits
 
 
 class CaffeError(ToolkitError, RuntimeError):
@@ -153,7 +154,7 @@ def _room_left(log: Path) -> OSError | None:
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and size >= limit - (8 << 10):
         return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(log))
-    if free < FULL_BELOW:
+    if free < STOP_BELOW:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log))
     return None
 
@@ -259,36 +260,20 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
             raise TrainingInterrupted(f"{how}: caffe {args[0]} stopped")
         raise TrainingInterrupted(f"{how}: Caffe saved a snapshot and stopped; {next_step}")
     if returncode != 0:
-        full = _full_disk(log, cwd, fatal)
-        if full:
-            raise OSError(errno.ENOSPC, f"No space left on device (caffe {args[0]} failed writing there; log {log})",
-                          str(full))
+        # Caffe and LMDB fail a write on a full disk with their own words, not ENOSPC: say what it was
+        for folder in dict.fromkeys((log.parent, Path(cwd))):
+            if disk_is_full(folder) and (fatal is None or any(words in fatal for words in WRITE_FAILED)):
+                raise OSError(errno.ENOSPC, f"caffe {args[0]} failed writing there (log {log})", str(folder))
     if returncode < 0 and not (fatal and returncode == -signal.SIGABRT):  # a CHECK failure aborts: quoted below
         sig = signal.Signals(-returncode)
         words = SIGNAL_WORDS.get(sig, f"was ended by {sig.name}")
         said = f"; its fatal line: {fatal}" if fatal else ""
-        raise CaffeError(f"caffe {args[0]} {words}{said}. {next_step[0].upper()}{next_step[1:]}\n  log: {log}",
+        raise CaffeError(f"caffe {args[0]} {words}{said}. {next_step[0].upper()}{next_step[1:]}; log: {log}",
                          log=log, fatal_line=fatal, signal_name=sig.name)
     if returncode != 0:
         what = fatal or (lines[-1].strip() if lines else f"exit status {returncode}")
-        raise CaffeError(f"caffe {args[0]} failed: {what}\n  log: {log}", log=log, fatal_line=fatal)
+        raise CaffeError(f"caffe {args[0]} failed: {what}; log: {log}", log=log, fatal_line=fatal)
     return lines
-
-
-# What Caffe says when a write fails: protobuf serialisation (snapshots), LMDB, HDF5, or the OS's words
-WRITE_FAILED = re.compile(r"SerializeToOstream|mdb_txn_commit|No space left|Disk quota|H5Fcreate|H5Dwrite")
-FULL_BELOW = 16 << 20  # bytes: less free than this, and a failed write, means the disk is full
-
-
-def _full_disk(log: Path, cwd, fatal) -> Path | None:
-    """The folder on a full disk when Caffe's failure looks like a write that did not fit, else None."""
-    import shutil
-
-    for folder in (log.parent, Path(cwd)):
-        with contextlib.suppress(OSError):
-            if shutil.disk_usage(folder).free < FULL_BELOW and (fatal is None or WRITE_FAILED.search(fatal)):
-                return folder
-    return None
 
 
 def _advance(bar, stats, line):
@@ -375,9 +360,11 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
                     check_snapshot(final, cwd=cwd)
                 except SnapshotDamaged as e:
                     moved = [move_aside(f, "broken").name for f in (final, caffemodel_of(final)) if f.exists()]
-                    raise CaffeError(f"caffe finished, but {e} (is the disk full?). Moved aside: {', '.join(moved)}. "
-                                     "Fix: free disk space and run the same command again; it resumes from the last "
-                                     f"good snapshot\n  log: {log}", log=log) from None
+                    fix = disk_full_line(prefix.parent) if disk_is_full(prefix.parent) else (
+                        "is the disk full? Fix: free disk space and run the same command again; it resumes from the "
+                        "last good snapshot")
+                    raise CaffeError(f"caffe finished, but {e}. Moved aside: {', '.join(moved)}. {fix}; log: {log}",
+                                     log=log) from None
             snapshots.drop_replaced(prefix, log, say)
     return TrainResult(log, start, max_iter, time.time() - t0, resumed_from)
 
@@ -414,7 +401,7 @@ def time_net(model, log, *, iterations=10, gpu=None, phase=None, cwd=paths.REPO,
         if m:
             layers.setdefault(m.group(1), {})[m.group(2)] = float(m.group(3))
     if "forward-backward" not in result:
-        raise CaffeError(f"caffe time printed no 'Average Forward-Backward' line\n  log: {log}", log=log)
+        raise CaffeError(f"caffe time printed no 'Average Forward-Backward' line; log: {log}", log=log)
     result["layers"] = layers
     return result
 
