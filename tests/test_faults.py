@@ -282,6 +282,48 @@ def test_a_truncated_newest_snapshot_is_moved_aside_and_training_resumes_before_
     assert parse_log(log).test(0)[-1]["NumIters"] == 60, "the result is that of the last iteration"
 
 
+def test_a_snapshot_changed_on_disk_without_changing_its_size_is_moved_aside(tmp_path, make_run):
+    solver = make_run(max_iter=1000, snapshot=500, test_interval=1000)
+    log = tmp_path / "train.log"
+    cmd = [*RUNNER, str(solver), "--log", str(log)]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    record = (tmp_path / "snap_iter_1000.sha256").read_text()
+    check = subprocess.run(["sha256sum", "-c", "snap_iter_1000.sha256"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0 and "snap_iter_1000.caffemodel: OK" in check.stdout, "sha256sum reads the record"
+    model = tmp_path / "snap_iter_1000.caffemodel"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4] = b"\x00\x00\x80\x3f"  # a weight set to 1.0: still parses
+    model.write_bytes(bytes(data))
+    snapshots.check_snapshot(tmp_path / "snap_iter_1000.solverstate")  # the structure check alone trusts it
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "snap_iter_1000.caffemodel changed on disk after Caffe wrote it" in again.stderr
+    assert "already trained" not in again.stdout and "done: iterations 500..1000" in again.stdout
+    assert (tmp_path / "snap_iter_1000.caffemodel.broken").read_bytes() == bytes(data), "moved aside, kept"
+    assert (tmp_path / "snap_iter_1000.sha256.broken").read_text() == record
+    assert (tmp_path / "snap_iter_1000.sha256").exists(), "the retrained snapshot has its own record"
+
+
+def test_a_snapshot_with_nan_weights_is_moved_aside(tmp_path, make_run):
+    from caffe.proto import caffe_pb2
+
+    solver = make_run(max_iter=1000, snapshot=500, test_interval=1000)
+    log = tmp_path / "train.log"
+    cmd = [*RUNNER, str(solver), "--log", str(log)]
+    assert subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=120).returncode == 0
+    model = tmp_path / "snap_iter_1000.caffemodel"
+    net = caffe_pb2.NetParameter.FromString(model.read_bytes())
+    layer = next(la for la in net.layer if la.blobs)
+    layer.blobs[0].data[0] = float("nan")
+    model.write_bytes(net.SerializeToString())
+    snapshots.record_checksums(tmp_path / "snap_iter_1000.solverstate")  # as if Caffe had written the NaN itself
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"layer '{layer.name}' holds NaN or infinite weights" in again.stderr
+    assert "done: iterations 500..1000" in again.stdout
+
+
 def test_a_snapshot_of_another_net_is_refused_and_fresh_moves_it_aside_until_done(tmp_path, make_run):
     solver = make_run(max_iter=20, snapshot=10, test_interval=10)
     log = tmp_path / "train.log"

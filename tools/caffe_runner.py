@@ -166,7 +166,7 @@ def _note(log: Path, text: str):
 
 
 def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progress=True, append=False,
-        pythonpath=(), after_stop=None, caffe=None):
+        pythonpath=(), after_stop=None, caffe=None, on_line=None):
     """Start `caffe ARGS` writing its output into `log`, follow it with a progress bar; return the lines.
 
     Caffe writes the log itself (glog writes each line in one unbuffered write): the file is never behind
@@ -175,7 +175,7 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stopped it (after it snapshotted); OSError (ENOSPC)
     naming the folder when Caffe failed on a full disk. `pythonpath` adds folders for `Python` layers;
     `after_stop()` returns a sentence on how to carry on, for the messages. `caffe`: another `caffe`
-    binary (default: the one `make setup` wired into .venv).
+    binary (default: the one `make setup` wired into .venv). `on_line(line, fatal)` sees each line as it comes.
     """
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +232,11 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     try:
         for line in _follow(log, offset, proc, watch):
             lines.append(line)
-            if fatal is None and FATAL.search(line):
+            is_fatal = FATAL.search(line) is not None
+            if fatal is None and is_fatal:
                 fatal = line.strip()
+            if on_line is not None:
+                on_line(line, is_fatal)
             with contextlib.suppress(OSError):  # a terminal that went away must not stop the run
                 _advance(bar, stats, line)
         returncode = proc.wait()
@@ -329,6 +332,7 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
             resumed_from = Path(snapshot)
             try:
                 shapes = preflight.net_shapes(solver_param, cwd, pythonpath)
+                snapshots.verify_checksums(Path(cwd) / resumed_from, say)
                 check_snapshot(Path(cwd) / resumed_from, cwd=cwd, net_shapes=shapes)
             except SnapshotDamaged as e:
                 raise InputError(f"{e}. Fix: give an older snapshot, or leave -snapshot out to resume from the newest "
@@ -351,13 +355,16 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
         t0 = time.time()
         # a log that exists is appended to (the marker separates runs): a fresh start moved the old one aside
         run(args, log, cwd=cwd, total=max_iter, initial=start, desc=desc or solver.parent.name,
-            progress=progress, append=True, pythonpath=pythonpath, after_stop=after_stop, caffe=caffe)
+            progress=progress, append=True, pythonpath=pythonpath, after_stop=after_stop, caffe=caffe,
+            on_line=snapshots.ChecksumRecorder(cwd))
         if prefix:
             # Caffe exits 0 even when its last snapshot could not be written whole (a full disk)
             final = prefix.with_name(f"{prefix.name}_iter_{max_iter}.solverstate")
             if final.exists():
                 try:
                     check_snapshot(final, cwd=cwd)
+                    if not snapshots.checksums_of(final).exists():
+                        snapshots.record_checksums(final)
                 except SnapshotDamaged as e:
                     moved = [move_aside(f, "broken").name for f in (final, caffemodel_of(final)) if f.exists()]
                     fix = disk_full_line(prefix.parent) if disk_is_full(prefix.parent) else (

@@ -2,22 +2,27 @@
 
     found = usable_snapshot(prefix, shapes=net_shapes)   # (solverstate, N) of the newest good one, or None
 
-A snapshot is a `<prefix>_iter_N.solverstate` and the `.caffemodel` it names. Before "already trained" or a
-resume, both must parse, hold as many blobs as each other and as the net has learnable blobs, of the same
-shapes. A damaged one (a full disk, a kill during the write) is moved aside to `<name>.broken` and the next
-older one is used; one written by another net is refused. Starting afresh moves a run's snapshots and log
+A snapshot is a `<prefix>_iter_N.solverstate` and the `.caffemodel` it names. When Caffe has written both,
+the runner records their SHA-256 in `<prefix>_iter_N.sha256` (`sha256sum -c` reads it). Before "already
+trained" or a resume, both must match that record, parse, hold as many blobs as each other and as the net
+has learnable blobs, of the same shapes, and hold finite weights. A damaged one (a full disk, a kill during
+the write, a file changed since) is moved aside to `<name>.broken` and the next older one is used; one
+written by another net is refused. Starting afresh moves a run's snapshots and log
 into `<prefix>.replaced-<time>/`, which is removed only once the new run has completed; files the toolkit
 moved aside (`.broken`) are never part of it, and are kept.
 """
 
+import hashlib
 import os
 import re
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tools import paths
 from tools.errors import ToolkitError
-from tools.fileio import move_aside
+from tools.fileio import move_aside, write_text
 from tools.solver import read_solver
 
 SNAPSHOT_FILE = re.compile(r"_iter_(\d+)\.solverstate(\.h5)?$")
@@ -52,6 +57,72 @@ def latest_snapshot(solver_path, cwd=paths.REPO) -> tuple[Path, int] | None:
 
 def caffemodel_of(state: Path) -> Path:
     return state.with_name(state.name.replace(".solverstate", ".caffemodel"))
+
+
+def checksums_of(state: Path) -> Path:
+    return state.with_name(re.sub(r"\.solverstate(\.h5)?$", ".sha256", state.name))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def record_checksums(state) -> Path:
+    """Write `<prefix>_iter_N.sha256` for a snapshot Caffe has finished writing (sha256sum's format)."""
+    state = Path(state)
+    files = [caffemodel_of(state), state]
+    return write_text(checksums_of(state), "".join(f"{_sha256(f)}  {f.name}\n" for f in files))
+
+
+def verify_checksums(state: Path, say=print) -> bool:
+    """Whether the snapshot's files still hold what was recorded when they were written; False when nothing
+    was recorded (a snapshot of an earlier version, or one written after the runner died). SnapshotDamaged
+    when a file differs; a record that is itself unreadable is moved aside (then False)."""
+    record = checksums_of(state)
+    if not record.exists():
+        return False
+    try:
+        wanted = dict(reversed(line.split("  ", 1)) for line in record.read_text().splitlines())
+        assert wanted and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in wanted.values())
+    except (OSError, ValueError, AssertionError, UnicodeDecodeError):
+        say(f"[snapshots] {record} is not a checksum list; moved aside to {move_aside(record, 'broken').name}")
+        return False
+    for f in (caffemodel_of(state), state):
+        if f.name not in wanted:
+            continue
+        if not f.exists():
+            raise SnapshotDamaged(f"{f} is missing (listed in {record.name})")
+        if _sha256(f) != wanted[f.name]:
+            raise SnapshotDamaged(f"{f} changed on disk after Caffe wrote it: its SHA-256 differs from the one "
+                                  f"recorded then ({record.name})")
+    return True
+
+
+class ChecksumRecorder:
+    """Follows Caffe's output line by line: once a line comes after `Snapshotting solver state to ... file X`
+    that is not a fatal one, Caffe has finished writing snapshot X, and its checksums are recorded."""
+
+    WRITING = re.compile(r"Snapshotting solver state to (?:binary proto|HDF5) file (\S+)")
+
+    def __init__(self, cwd=paths.REPO):
+        self.cwd, self.pending = Path(cwd), None
+
+    def __call__(self, line: str, fatal: bool):
+        if self.pending is not None and not fatal and self.pending.exists():
+            record_checksums(self.pending)
+        self.pending = None
+        m = self.WRITING.search(line)
+        if m and not fatal:
+            self.pending = self.cwd / m.group(1)
+
+
+def _finite(blob) -> bool:
+    values = np.asarray(blob.data or blob.double_data, dtype=np.float64 if blob.double_data else np.float32)
+    return bool(np.isfinite(values).all())
 
 
 def _blob_count(blob) -> int:
@@ -101,6 +172,9 @@ def check_snapshot(state, *, cwd=paths.REPO, net_shapes=None) -> Path:
         if _blob_count(b) != _prod(want.dims):
             raise SnapshotDamaged(f"{model}: layer '{name}' holds {_blob_count(b)} numbers for shape {want}: it was "
                                   "cut short while being written")
+        if not _finite(b):
+            raise SnapshotDamaged(f"{model}: layer '{name}' holds NaN or infinite weights (the training diverged "
+                                  "before this snapshot, or the file was damaged)")
     history = [tuple(h.shape.dim) for h in st.history]
     for h in st.history:
         if _blob_count(h) != _prod(h.shape.dim):
@@ -131,23 +205,29 @@ def _prod(dims) -> int:
 
 
 def usable_snapshot(prefix: Path, *, cwd=paths.REPO, shapes=None, say=print) -> tuple[Path, int] | None:
-    """The newest snapshot that passes check_snapshot(); damaged newer ones are moved aside (never deleted)
-    with a message naming them. SnapshotMismatch propagates: a whole snapshot of another net is the
-    user's to decide about."""
+    """The newest snapshot that matches its recorded checksums and passes check_snapshot(); damaged newer ones
+    are moved aside (never deleted) with a message naming them. A good one with no record gets one now.
+    SnapshotMismatch propagates: a whole snapshot of another net is the user's to decide about."""
     for n, state in snapshots(prefix):
         try:
+            recorded = verify_checksums(state, say)
             check_snapshot(state, cwd=cwd, net_shapes=shapes)
-            return state, n
         except SnapshotDamaged as e:
-            moved = [move_aside(f, "broken").name for f in (state, caffemodel_of(state)) if f.exists()]
+            files = (state, caffemodel_of(state), checksums_of(state))
+            moved = [move_aside(f, "broken").name for f in files if f.exists()]
             say(f"[snapshots] {e}. Moved aside: {', '.join(moved)}; trying the next older snapshot.")
+            continue
+        if not recorded:
+            record_checksums(state)
+        return state, n
     return None
 
 
 def _run_file(prefix: Path, name: str) -> bool:
-    """Whether `name` is one of a run's own snapshot files, `<prefix>_iter_N.caffemodel|solverstate[.h5]`: not
+    """Whether `name` is one of a run's own snapshot files, `<prefix>_iter_N.caffemodel|solverstate[.h5]|sha256`: not
     one the toolkit moved aside (`.broken`, `.mismatch`, ...), which --fresh keeps where it is."""
-    return re.fullmatch(re.escape(prefix.name) + r"_iter_\d+\.(caffemodel|solverstate)(\.h5)?", name) is not None
+    own = r"_iter_\d+\.(caffemodel(\.h5)?|solverstate(\.h5)?|sha256)"
+    return re.fullmatch(re.escape(prefix.name) + own, name) is not None
 
 
 def replace_aside(prefix: Path, log: Path, say=print) -> Path | None:
