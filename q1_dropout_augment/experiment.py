@@ -32,7 +32,7 @@ if __name__ == "__main__":  # run as a program: quiet pycaffe's set-up log; glog
     os.environ.setdefault("GLOG_minloglevel", "2")
 
 from q1_dropout_augment import data, nets
-from tools import caffe_runner, locks, paths
+from tools import caffe_runner, device, locks, paths
 from tools.cli import exit_on, positive_int
 from tools.datasets import DatasetError
 from tools.draw_net import draw, graphviz_missing
@@ -144,11 +144,7 @@ def full_validation(repo: Path, folder: str, run_dir: Path, spec, gpu=None) -> d
         return done
     import caffe
 
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(int(str(gpu).split(",")[0]))
-        caffe.set_mode_gpu()
+    device.select(gpu)
     with contextlib.chdir(repo):  # the prototxt's paths are relative to the repo root
         net = caffe.Net(f"{folder}/train_val.prototxt", caffe.TEST, stages=["val_full"], weights=str(weights))
         batch = net.blobs["data"].num

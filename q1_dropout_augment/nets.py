@@ -29,7 +29,7 @@ from caffe import params as P
 from google.protobuf import text_format
 
 from tools.cli import exit_on
-from tools.fileio import write_if_changed
+from tools.fileio import write_prototxts
 from tools.solver import make_solver, solver_text
 
 VARIANTS = ("baseline", "dropout", "augment", "dropout_augment", "dropout_augment_rta")
@@ -175,8 +175,7 @@ def write(spec: DataSpec, variant: str, repo, folder=None, run_folder=None) -> P
     """Write a variant's prototxts into repo/folder (default: the committed models/q1/<dataset>/<variant>),
     snapshots going to `run_folder`; unchanged files are left alone."""
     folder = folder or default_folder(spec, variant)
-    for name, text in files(spec, variant, folder, run_folder).items():
-        write_if_changed(Path(repo) / folder / name, text)
+    write_prototxts(files(spec, variant, folder, run_folder), Path(repo) / folder)
     return Path(repo) / folder
 
 

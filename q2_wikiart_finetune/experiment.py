@@ -36,24 +36,27 @@ from q2_wikiart_finetune.task import solver as mode_solver
 from tools import caffe_runner, locks, paths
 from tools import weights as caffe_weights
 from tools.cli import exit_on
-from tools.fileio import NUMBER, atomic_path, read_json, write_if_changed, write_text
+from tools.fileio import NUMBER, atomic_path, read_json, write_prototxts, write_text
 from tools.parse_log import parse_log, write_csvs
 from tools.plot_log import plot_runs
 from tools.solver import solver_text
 from tools.transform import mean_bgr
 
 
-def check_weights_fit(task, pretrained, repo=paths.REPO):
+def check_weights_fit(task, pretrained, repo=paths.REPO, require_all=False):
     """Refuse before training when the pretrained file cannot be copied into the net (Caffe would abort).
 
     Caffe copies weights by layer name; a last layer still called fc8 with 10 outputs cannot take
-    ImageNet's 1000-way fc8, which is why the new layer has a new name and starts fresh.
+    ImageNet's 1000-way fc8, which is why the new layer has a new name and starts fresh. Layers the file
+    lacks start from their fillers (a note says which), unless `require_all`: features computed through a
+    random layer would be noise, so the cached-feature mode needs every layer but the new one.
     """
     import caffe
 
     deploy = Path(repo) / task.path("finetune", "deploy.prototxt")
     net = caffe.Net(str(deploy), caffe.TEST)
-    missing = caffe_weights.check_fits(net, Path(repo) / pretrained, new_layers=[task.last_layer])
+    missing = caffe_weights.check_fits(net, Path(repo) / pretrained, new_layers=[task.last_layer],
+                                       require_all=require_all)
     if missing:
         print(f"[q2] note: {pretrained} has no weights for {', '.join(missing)}; they start from their fillers")
 
@@ -94,8 +97,7 @@ def write_mode(task, mode, repo, folder, run_dir) -> Path:
     solver = mode_solver(task, mode, folder)
     solver.snapshot_prefix = f"{run_dir}/snap"
     texts["solver.prototxt"] = solver_text(solver)
-    for name, text in texts.items():
-        write_if_changed(Path(repo) / folder / name, text)
+    write_prototxts(texts, Path(repo) / folder)
     return Path(repo) / folder
 
 
@@ -135,8 +137,10 @@ def evaluate_mode(task, mode, weights_file, repo, gpu, progress, run_dir=None):
     return predict.evaluate(labels, probs.argmax(axis=1), classes_of(task, repo), out / "val"), files, probs
 
 
-def train_mode(task, mode, *, pretrained, repo, gpu, progress, folder, run_dir=None, fresh=False):
-    """Train one mode; returns (log path, final weights, seconds spent including feature extraction)."""
+def train_mode(task, mode, *, pretrained, repo, gpu, progress, folder, run_dir=None, fresh=False,
+               pretrained_checked=False):
+    """Train one mode; returns (log path, final weights, seconds spent including feature extraction).
+    `pretrained_checked`: check_weights_fit has checked `pretrained`, which is then not checked again."""
     repo = Path(repo)
     run_dir = run_dir or f"{task.results_dir}/{mode}"
     out = repo / run_dir
@@ -144,7 +148,8 @@ def train_mode(task, mode, *, pretrained, repo, gpu, progress, folder, run_dir=N
     write_mode(task, mode, repo, folder, run_dir)
     if mode == "cached_features":
         result, merged = features.run(task, pretrained=pretrained, gpu=gpu, repo=repo, progress=progress,
-                                      folder=folder, run_dir=run_dir, fresh=fresh)
+                                      folder=folder, run_dir=run_dir, fresh=fresh,
+                                      pretrained_checked=pretrained_checked)
         return out / "train.log", merged, time.time() - t0, result
     result = caffe_runner.train(f"{folder}/solver.prototxt", out / "train.log", weights=pretrained, gpu=gpu, cwd=repo,
                                 progress=progress, desc=f"{task.name}/{mode}", fresh=fresh)
@@ -173,7 +178,10 @@ def _run(task, modes, *, pretrained, repo, gpu, progress, default_task, summary_
     pretrained = pretrained if pretrained is not None else task.weights
     write_deploy(task, repo)  # the net every mode is evaluated with
     if pretrained:
-        check_weights_fit(task, pretrained, repo)
+        # the one check of the pretrained file this run, before any training: the caffe binary copies it into
+        # the fine-tuned modes, and the cached-feature mode's extraction net (which needs every layer) takes it as
+        # checked
+        check_weights_fit(task, pretrained, repo, require_all="cached_features" in modes)
     metrics, logs, best = {}, {}, None
     timings_file = out / "timings.json"
     # damaged (cut short, or a time that is not a number): moved aside, and the times measured again
@@ -184,7 +192,8 @@ def _run(task, modes, *, pretrained, repo, gpu, progress, default_task, summary_
         print(f"[q2] {task.name}: {mode}" + (f" (settings other than the defaults: {run_dir})"
                                               if run_dir != f"{task.results_dir}/{mode}" else ""))
         log, final, seconds, result = train_mode(task, mode, pretrained=pretrained, repo=repo, gpu=gpu,
-                                                 progress=progress, folder=folder, run_dir=run_dir, fresh=fresh)
+                                                 progress=progress, folder=folder, run_dir=run_dir, fresh=fresh,
+                                                 pretrained_checked=bool(pretrained))
         key = Path(run_dir).name  # timings per run folder: other settings take other times
         if not result.already_done or key not in timings:
             timings[key] = round(seconds, 1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from q2_wikiart_finetune import predict
-from q2_wikiart_finetune.task import write as write_prototxts
+from q2_wikiart_finetune.task import write as write_mode
 from q2_wikiart_finetune.task import write_deploy
 from tools import caffe_runner, lmdb_io, paths, weights
 from tools.fileio import atomic_path
@@ -39,18 +39,26 @@ def feature_source(task, pretrained, list_file, mirror, repo=paths.REPO) -> dict
             "new_size": task.new_size, "crop": task.crop, "mean": mean, "mirror": bool(mirror)}
 
 
-def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, repo=paths.REPO, progress=True,
-            source=None) -> int:
-    """Features of every image in `list_file` (and of its mirror image) into a float-Datum LMDB, its
-    labels checked against the task's classes; `source` goes into the LMDB's manifest."""
+def extraction_net(task, pretrained, *, gpu=None, repo=paths.REPO, checked=False) -> predict.Classifier:
+    """The fine-tuning deploy with the pretrained weights (its new last layer keeps its filler, unused):
+    what the features come from. `checked`: the run has checked `pretrained` against the deploy already."""
     repo = Path(repo)
     deploy = write_deploy(task, repo)
+    mean = mean_bgr(repo / task.mean_file if task.mean_file else None, task.mean_value)
+    return predict.load_classifier(deploy, repo / pretrained, new_size=task.new_size, crop=task.crop, mean=mean,
+                                   gpu=gpu, new_layers=[task.last_layer], checked=checked)
+
+
+def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, repo=paths.REPO, progress=True,
+            source=None, clf=None) -> int:
+    """Features of every image in `list_file` (and of its mirror image) into a float-Datum LMDB, its
+    labels checked against the task's classes; `source` goes into the LMDB's manifest. `clf`: the
+    extraction_net to use (default: loaded here)."""
+    repo = Path(repo)
     files, labels = predict.read_list(repo / list_file, repo / task.image_root)
     if labels is None:
         raise ValueError(f"{list_file} has no labels: the cached-feature path trains on labelled lists")
-    mean = mean_bgr(repo / task.mean_file if task.mean_file else None, task.mean_value)
-    clf = predict.load_classifier(deploy, repo / pretrained, new_size=task.new_size, crop=task.crop, mean=mean, gpu=gpu,
-                                  new_layers=[task.last_layer])
+    clf = clf or extraction_net(task, pretrained, gpu=gpu, repo=repo)
     feats = [predict.predict(clf, files, blob=task.feature_blob, progress=progress)]
     all_labels = list(labels)
     if mirror:
@@ -84,15 +92,10 @@ def merge_classifier(task, pretrained, classifier_weights, out, repo=paths.REPO)
     return out
 
 
-def run(task, *, pretrained=None, mirror=True, gpu=None, repo=paths.REPO, progress=True, folder=None, run_dir=None,
-        fresh=False):
-    """Extract (when the cache does not pass its check), train the classifier with the caffe binary, merge;
-    returns (TrainResult, merged weights). `run_dir` (relative to `repo`) gets the log, the snapshots and the
-    merged weights; the solver in `folder` must snapshot there."""
-    repo = Path(repo)
-    pretrained = pretrained or task.weights
+def extract_missing(task, pretrained, *, mirror, gpu, repo, progress, checked=False):
+    """The train and val features, extracted where the cache does not pass its check (tools.lmdb_io)."""
     cache = repo / task.results_dir / "cached_features"  # where task.features_net reads them
-    out = repo / (run_dir or f"{task.results_dir}/cached_features")
+    clf = None
     for split in ("train", "val"):
         lmdb = cache / f"{split}_features_lmdb"
         list_file = f"{task.data_root}/{split}.txt"
@@ -105,12 +108,26 @@ def run(task, *, pretrained=None, mirror=True, gpu=None, repo=paths.REPO, progre
         except lmdb_io.LmdbError as e:
             if (lmdb / "data.mdb").exists():
                 print(f"[q2] cached features: {str(e).split('. Fix:')[0]}; extracting them again")
+        # one extraction net for both splits, loaded (its weights checked unless the run did) when a cache is made
+        clf = clf or extraction_net(task, pretrained, gpu=gpu, repo=repo, checked=checked)
         n = extract(task, pretrained, list_file, lmdb, mirror=flip, gpu=gpu, repo=repo, progress=progress,
-                    source=source)
+                    source=source, clf=clf)
         print(f"[q2] stored {task.feature_blob} features of {n} {split} images in {lmdb.relative_to(repo)}")
+
+
+def run(task, *, pretrained=None, mirror=True, gpu=None, repo=paths.REPO, progress=True, folder=None, run_dir=None,
+        fresh=False, pretrained_checked=False):
+    """Extract (when the cache does not pass its check), train the classifier with the caffe binary, merge;
+    returns (TrainResult, merged weights). `run_dir` (relative to `repo`) gets the log, the snapshots and the
+    merged weights; the solver in `folder` must snapshot there. `pretrained_checked`: the caller has checked
+    the pretrained weights against the deploy (experiment.check_weights_fit), so they are not checked again."""
+    repo = Path(repo)
+    pretrained = pretrained or task.weights
+    out = repo / (run_dir or f"{task.results_dir}/cached_features")
+    extract_missing(task, pretrained, mirror=mirror, gpu=gpu, repo=repo, progress=progress, checked=pretrained_checked)
     folder = folder or task.path("cached_features")
     if run_dir is None:
-        write_prototxts(task, "cached_features", repo, folder)
+        write_mode(task, "cached_features", repo, folder)
     result = caffe_runner.train(f"{folder}/solver.prototxt", out / "train.log", gpu=gpu, cwd=repo, progress=progress,
                                 desc=f"{task.name}/cached_features", fresh=fresh)
     final = out / f"snap_iter_{result.final_iter}.caffemodel"

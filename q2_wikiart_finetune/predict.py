@@ -37,9 +37,10 @@ class Classifier:
     output: str  # the probability blob
 
 
-def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_layers=()) -> Classifier:
+def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_layers=(), checked=False) -> Classifier:
     """The deploy net with `weights` (checked to fit; `new_layers` may be missing from them: feature extraction
-    runs the fine-tuning deploy with the pretrained weights, which lack the new last layer)."""
+    runs the fine-tuning deploy with the pretrained weights, which lack the new last layer). `checked`: the
+    caller has already checked these weights against this deploy (a run checks its pretrained file once)."""
     import caffe
 
     from tools import device
@@ -54,13 +55,14 @@ def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_laye
         from tools.caffe_runner import CaffeError
 
         raise CaffeError(str(e)) from None
-    from tools.weights import check_fits
+    from tools.weights import load_checked_net
 
-    net = caffe.Net(str(deploy), caffe.TEST)
-    # Caffe aborts the process on weights of another shape and silently keeps fillers for missing layers
-    check_fits(net, weights, new_layers=new_layers, require_all=True,
-               fix=f"give the weights trained with {deploy} (a snapshot of the same mode and class count)")
-    net.copy_from(str(weights))
+    if checked:
+        net = caffe.Net(str(deploy), str(weights), caffe.TEST)
+    else:
+        net = load_checked_net(deploy, weights, new_layers=new_layers,
+                               fix=f"give the weights trained with {deploy} (a snapshot of the same mode and class "
+                                   "count)")
     shape = net.blobs["data"].data.shape
     if shape[2:] != (crop, crop):
         raise ValueError(f"{deploy} takes {shape[2]}x{shape[3]} inputs but crop is {crop}")

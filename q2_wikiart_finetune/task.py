@@ -25,7 +25,7 @@ from google.protobuf import text_format
 
 from tools import alexnet
 from tools.cli import exit_on
-from tools.fileio import write_if_changed
+from tools.fileio import write_prototxts
 from tools.solver import make_solver, solver_text
 
 MODES = ("finetune", "feature_extractor", "cached_features")
@@ -157,15 +157,13 @@ def write(task: Task, mode: str, repo, folder=None) -> Path:
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     folder = folder or task.path(mode)
-    for name, text in files(task, mode, folder).items():
-        write_if_changed(Path(repo) / folder / name, text)
+    write_prototxts(files(task, mode, folder), Path(repo) / folder)
     return Path(repo) / folder
 
 
 def write_deploy(task: Task, repo) -> Path:
     """Only the deploy net (it depends on no image counts), where every mode's evaluation finds it."""
-    path = Path(repo) / task.path("finetune", "deploy.prototxt")
-    write_if_changed(path, text_format.MessageToString(deploy(task)))
+    [path] = write_prototxts({"deploy.prototxt": deploy(task)}, Path(repo) / task.path("finetune"))
     return path
 
 

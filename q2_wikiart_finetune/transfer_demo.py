@@ -28,7 +28,7 @@ from PIL import Image
 
 from q2_wikiart_finetune import experiment, predict
 from q2_wikiart_finetune.task import MODES, Task
-from q2_wikiart_finetune.task import write as write_prototxts
+from q2_wikiart_finetune.task import write as write_mode
 from tools import caffe_runner, paths
 from tools.cli import exit_on
 from tools.datasets import FASHION_MNIST_CLASSES, DatasetError, load_fashion_mnist, stratified_subset
@@ -360,7 +360,7 @@ def main(argv=None):
     if a.write:
         for task, modes in default_tasks():
             for mode in modes:
-                print(write_prototxts(task, mode, paths.REPO))
+                print(write_mode(task, mode, paths.REPO))
         return
     with exit_on(DatasetError, ValueError, FileNotFoundError):
         caffe_runner.gpu_args(a.gpu)  # a GPU asked of a CPU-only build: say so before any work

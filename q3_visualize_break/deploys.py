@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tools import paths
 from tools.cli import exit_on
-from tools.fileio import write_text
+from tools.fileio import write_prototxts
 
 HERE = paths.MODELS / "q3"
 # The committed prototxts start with this line; changing it means `--write` and committing models/q3 again.
@@ -47,7 +47,7 @@ def committed_deploy(text: str, folder=HERE) -> Path | None:
 
 
 def write_deploys(folder=HERE) -> list[Path]:
-    return [write_text(Path(folder) / name, gradients_deploy_text(**kw)) for name, kw in DEPLOYS.items()]
+    return write_prototxts({name: gradients_deploy_text(**kw) for name, kw in DEPLOYS.items()}, folder)
 
 
 def stale_deploys(folder=HERE) -> list[Path]:

@@ -9,7 +9,9 @@ target is the top-1 class *and* at least `confidence` probable (default 0.5: not
     x <- x0 + (1 - l2_decay) * (x - x0) - learning_rate * g / rms(g),   g = dL/dx
 
 a descent step on the objective with step size eta = learning_rate / rms(g) and l2_decay = lambda * eta
-(the same reading of the L2 term as in class_model.py), then clipping to the valid pixels.
+(the same reading of the L2 term as in class_model.py), then clipping to the valid pixels. Both attacks
+clip through the per-step regularisers of regularisers.py, and take further ones as the class
+visualisation does.
 
 `pgd_attack` is the yardstick: targeted projected gradient descent under an L-inf budget (Madry et al.
 2018), and `minimal_pgd` the smallest budget on a doubling-then-bisecting grid at which it succeeds,
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from q3_visualize_break import regularisers as steps
 from q3_visualize_break.gradients import (
     check_class,
     check_image,
@@ -54,7 +57,7 @@ def fooling_step(x, x0, grad, learning_rate, l2_decay):
 
 
 def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, max_iterations=100,
-                  confidence=0.5, bounds=None, max_change=None) -> FoolingResult:
+                  confidence=0.5, bounds=None, max_change=None, regularisers=(), objective=None) -> FoolingResult:
     """Change net input `image` (C, H, W) a little until the net's top-1 is `target_class` with p >= confidence.
 
     learning_rate   RMS change per step, in net input units (pixel units for raw_scale 255)
@@ -64,6 +67,9 @@ def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, 
     bounds          (low, high) to clip to after each step, e.g. model.bounds; None: no clipping
     max_change      also keep every pixel within +-max_change of the original (net input units): a box around
                     x0 that keeps the change invisible per pixel; None: no such limit
+    regularisers    further callables (x, iteration) -> x (regularisers.py), run after those two clips
+    objective       what to descend (gradients.Objective), default cross_entropy(target_class); the stopping test
+                    stays the target's probability
     """
     x0 = check_image(net, image)
     target_class = check_class(net, target_class)
@@ -72,7 +78,9 @@ def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, 
                          f"{l2_decay}, {max_iterations}")
     if confidence is not None and not 0 < confidence < 1:
         raise ValueError(f"confidence {confidence} must lie strictly between 0 and 1 (or be None: top-1 suffices)")
-    objective = cross_entropy(target_class)
+    objective = cross_entropy(target_class) if objective is None else objective
+    after_step = [*([steps.clip_around(x0, max_change)] if max_change is not None else []),
+                  *([steps.clip_to(bounds)] if bounds is not None else []), *regularisers]
     x = x0.copy()
     losses, probs, distances = [], [], []
     original_class = None
@@ -90,12 +98,7 @@ def fooling_image(net, image, target_class, *, learning_rate=0.5, l2_decay=0.0, 
             break
         if it == max_iterations:
             break
-        x = fooling_step(x, x0, -within_bounds(-grad, x, bounds), learning_rate, l2_decay)
-        if max_change is not None:
-            x = np.clip(x, x0 - max_change, x0 + max_change)
-        if bounds is not None:
-            x = np.clip(x, *bounds)
-        x = x.astype(np.float32, copy=False)
+        x = steps.apply(after_step, fooling_step(x, x0, -within_bounds(-grad, x, bounds), learning_rate, l2_decay), it)
     return FoolingResult(x, x - x0, original_class, target_class, bool(fooled), len(losses) - 1, stopped,
                          np.array(losses), np.array(probs), np.array(distances))
 
@@ -114,15 +117,18 @@ class PGDResult:
 
 
 def pgd_attack(net, image, target_class, epsilon, *, iterations=20, step=None, confidence=0.5,
-               bounds=None) -> PGDResult:
+               bounds=None, regularisers=(), objective=None) -> PGDResult:
     """Targeted projected gradient descent (Madry et al. 2018) in the L-inf ball of radius `epsilon` (net input
-    units): x <- clip(x - step_k * sign(dL/dx), x0 - epsilon, x0 + epsilon), then to `bounds`; stops when the
-    target is top-1 with p >= confidence. The step falls linearly from 2 * `step` to 0 (mean `step`, default
-    2.5 * epsilon / iterations), so that late steps do not jump back and forth across the goal."""
+    units): x <- clip(x - step_k * sign(dL/dx), x0 - epsilon, x0 + epsilon), then to `bounds`, then the further
+    `regularisers`; stops when the target is top-1 with p >= confidence. The step falls linearly from 2 * `step`
+    to 0 (mean `step`, default 2.5 * epsilon / iterations), so that late steps do not jump back and forth across
+    the goal. `objective`: what to descend, default cross_entropy(target_class)."""
     x0 = check_image(net, image)
     target_class = check_class(net, target_class)
     step = 2.5 * epsilon / iterations if step is None else step
-    objective = cross_entropy(target_class)
+    objective = cross_entropy(target_class) if objective is None else objective
+    after_step = [steps.clip_around(x0, epsilon), *([steps.clip_to(bounds)] if bounds is not None else []),
+                  *regularisers]
     x = x0.copy()
     for it in range(iterations + 1):
         _, grad, scores = input_gradient(net, x, objective)
@@ -131,10 +137,7 @@ def pgd_attack(net, image, target_class, epsilon, *, iterations=20, step=None, c
             return PGDResult(x, float(np.abs(x - x0).max()), True, it, float(p))
         if it == iterations:
             break
-        x = np.clip(x - 2 * step * (1 - it / iterations) * np.sign(grad), x0 - epsilon, x0 + epsilon)
-        if bounds is not None:
-            x = np.clip(x, *bounds)
-        x = x.astype(np.float32, copy=False)
+        x = steps.apply(after_step, x - 2 * step * (1 - it / iterations) * np.sign(grad), it)
     return PGDResult(x, float(epsilon), False, iterations, float(p))
 
 

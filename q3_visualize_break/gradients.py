@@ -1,35 +1,98 @@
 """Input gradients through a pycaffe net, with one calling convention for what is differentiated.
 
-An objective is a callable `objective(scores) -> (value, d value / d scores)` on the net's output
-vector (the unnormalised class scores). `input_gradient(net, x, objective)` runs forward, evaluates
-the objective in numpy, puts its gradient into the score blob's diff and runs backward to the image:
+An objective is an `Objective`: `objective(scores, image) -> (value, d value / d scores, d value / d image)`
+on the net's output vector (the unnormalised class scores) and its input image. `input_gradient(net, x,
+objective)` runs forward, evaluates the objective in numpy, puts its score gradient into the score blob's
+diff, runs backward to the image and adds the objective's own image gradient:
 
     value, grad, scores = input_gradient(net, x, class_score(c))       # S_c and dS_c/dI (saliency, visualisation)
     value, grad, scores = input_gradient(net, x, cross_entropy(t))     # -log p_t and its gradient (fooling)
+
+Objectives add, subtract, negate and scale by numbers, as Lucent's do; the gradients are the same sums:
+
+    objective = class_score(c) - 0.5 * class_score(d) - 1e-3 * l2()   # S_c - S_d / 2 - 0.001 ||I||^2
 """
+
+import numbers
 
 import numpy as np
 
 
-def class_score(class_index: int):
+class Objective:
+    """A differentiable function of the class scores (K,) and the image (C, H, W), called as
+    `objective(scores, image) -> (value, d value / d scores, d value / d image)`. A term of the scores alone
+    gives 0 as its image gradient (and one of the image alone 0 as its score gradient), so that sums and
+    multiples of objectives are sums and multiples of their three parts. `description` says what it is."""
+
+    def __init__(self, function, description: str):
+        self.function, self.description = function, description
+
+    def __call__(self, scores, image):
+        return self.function(scores, image)
+
+    def __add__(self, other):
+        if not isinstance(other, Objective):
+            return NotImplemented
+
+        def total(scores, image):
+            (a, a_scores, a_image), (b, b_scores, b_image) = self(scores, image), other(scores, image)
+            return a + b, a_scores + b_scores, a_image + b_image
+
+        return Objective(total, f"{self.description} + {other.description}")
+
+    def __mul__(self, factor):
+        if not isinstance(factor, numbers.Real):
+            return NotImplemented
+
+        def scaled(scores, image):
+            value, d_scores, d_image = self(scores, image)
+            return factor * value, factor * d_scores, factor * d_image
+
+        return Objective(scaled, f"{factor:g} * ({self.description})")
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return -1 * self
+
+    def __sub__(self, other):
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return self + -other
+
+    def __repr__(self):
+        return f"Objective({self.description})"
+
+
+def class_score(class_index: int) -> Objective:
     """S_c: the unnormalised score of one class; its gradient wrt the scores is one-hot."""
-    def objective(scores):
+    def objective(scores, image):
         onehot = np.zeros_like(scores)
         onehot[class_index] = 1.0
-        return float(scores[class_index]), onehot
+        return float(scores[class_index]), onehot, 0.0
 
-    return objective
+    return Objective(objective, f"class_score({class_index})")
 
 
-def cross_entropy(target: int):
+def cross_entropy(target: int) -> Objective:
     """Softmax cross-entropy -log p_target of the scores; its gradient wrt the scores is p - onehot."""
-    def objective(scores):
+    def objective(scores, image):
         p = softmax(scores)
         grad = p.copy()
         grad[target] -= 1.0
-        return float(-np.log(max(p[target], 1e-30))), grad
+        return float(-np.log(max(p[target], 1e-30))), grad, 0.0
 
-    return objective
+    return Objective(objective, f"cross_entropy({target})")
+
+
+def l2(center=None) -> Objective:
+    """||I - center||^2 of the image (default center 0: the mean image in net input units); its gradient wrt the
+    image is 2 (I - center). `class_score(c) - lam * l2()` is Simonyan et al.'s objective."""
+    def objective(scores, image):
+        d = np.asarray(image, np.float64) - (0.0 if center is None else center)
+        return float(np.sum(d * d)), 0.0, 2 * d
+
+    return Objective(objective, "l2()" if center is None else "l2(center)")
 
 
 def softmax(scores) -> np.ndarray:
@@ -93,12 +156,13 @@ def forward_scores(net, image) -> np.ndarray:
 
 
 def input_gradient(net, image, objective):
-    """(value, d value / d image (C, H, W), scores (K,)) for `objective` evaluated on the net's scores."""
+    """(value, d value / d image (C, H, W), scores (K,)) for `objective` (an Objective) at net input `image`: the
+    backward pass carries the gradient through the scores, the objective adds its own wrt the image."""
     x = check_image(net, image)
     out, data = score_blob(net), net.inputs[0]
     net.blobs[data].data[0] = x
     scores = net.forward()[out][0].astype(np.float64)
-    value, grad_scores = objective(scores)
+    value, grad_scores, grad_image = objective(scores, x)
     net.blobs[out].diff[0] = grad_scores
     # Caffe leaves the input diff untouched when backward stops short of it (no force_backward):
     # a NaN sentinel tells that apart from a true zero gradient.
@@ -110,7 +174,7 @@ def input_gradient(net, image, objective):
                          "and Caffe skips input gradients without it. Fix: add `force_backward: true` to the "
                          "prototxt, or load the gradients deploy (models/q3/*_deploy_gradients.prototxt, "
                          "q3_visualize_break.loading.load_model)")
-    return value, grad, scores
+    return value, grad + grad_image, scores
 
 
 def top_k(scores, classes, k=5) -> list:

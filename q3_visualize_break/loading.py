@@ -10,7 +10,8 @@ Model choices:
   PATH          any such model card (model.json, see model_card.py)
   auto          bvlc_alexnet when its weights are present, else demo when its card is present
 
-The device comes from tools.device, the transformer from tools.transform; the deploys from deploys.py.
+The device comes from tools.device, the transformer from tools.transform, the deploys from deploys.py, and
+the net with its weights checked from tools.weights.load_checked_net.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from q3_visualize_break.model_card import card_weights, demo_card_path, read_car
 from tools import device, paths, transform
 from tools.cli import exit_on
 from tools.fileio import write_text
+from tools.weights import load_checked_net
 
 BVLC_WEIGHTS = paths.MODELS / "bvlc_alexnet" / "bvlc_alexnet.caffemodel"
 SYNSET_WORDS = paths.DATA / "ilsvrc12" / "synset_words.txt"
@@ -149,8 +151,8 @@ def load_bvlc_alexnet() -> Model:
         raise ValueError(f"{SYNSET_WORDS} lists {len(classes)} classes, not ILSVRC-2012's 1000: delete it and run "
                          "`python -m tools.get_ilsvrc_aux` again")
     mean_bgr = transform.mean_bgr(IMAGENET_MEAN)
-    net = make_net(prototxt, weights, fix="use BVLC AlexNet's ImageNet weights (python -m tools.download_model "
-                                          f"bvlc_alexnet, or {WEIGHTS_ENV}=path)")
+    net = load_checked_net(prototxt, weights, fix="use BVLC AlexNet's ImageNet weights (python -m "
+                                                  f"tools.download_model bvlc_alexnet, or {WEIGHTS_ENV}=path)")
     description = ("BVLC AlexNet (Krizhevsky et al. 2012) trained on ImageNet ILSVRC-2012: 1000 classes, a "
                    "227x227 BGR image minus the per-channel ImageNet mean "
                    f"({', '.join(f'{m:.1f}' for m in mean_bgr)}) in, the unnormalised class scores fc8 out "
@@ -171,10 +173,11 @@ def load_card(path) -> Model:
     fix = ("the model card's width/crop/classes must be those the weights were trained with; or point its "
            "'weights' at the right file")
     if committed is not None:
-        net, prototxt = make_net(committed, weights, fix), committed
+        net, prototxt = load_checked_net(committed, weights, fix=fix), committed
     else:
         with tempfile.TemporaryDirectory() as tmp:  # caffe.Net only reads files
-            net, prototxt = make_net(write_text(Path(tmp) / "deploy_gradients.prototxt", text), weights, fix), None
+            deploy = write_text(Path(tmp) / "deploy_gradients.prototxt", text)
+            net, prototxt = load_checked_net(deploy, weights, fix=fix), None
     where = prototxt.relative_to(paths.REPO) if prototxt else "generated for this card"
     description = (f"{card['description']} ({len(card['classes'])} classes; AlexNet at width {card['width']}, "
                    f"{card['crop']}x{card['crop']} input; deploy without Softmax: {where}; weights {weights})")
@@ -186,19 +189,6 @@ def require(path: Path, what: str, fix: str):
     """FileNotFoundError naming the file, what it is and how to get it."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{what} ({path}) not found: {fix}")
-
-
-def make_net(prototxt, weights, fix=None):
-    """caffe.Net in TEST phase with `weights`, checked first: Caffe aborts the process on a shape mismatch and
-    silently keeps random fillers for a layer the weights lack; both mean the weights belong to another net."""
-    import caffe
-
-    from tools.weights import check_fits
-
-    net = caffe.Net(str(prototxt), caffe.TEST)
-    check_fits(net, weights, require_all=True, fix=fix)
-    net.copy_from(str(weights))
-    return net
 
 
 def net_transformer(net, mean_bgr, raw_scale):

@@ -21,11 +21,22 @@ def test_readme_headline_matches_results():
         "README's bench section differs from bench/results.json: run `.venv/bin/python -m bench.run --readme-only`"
 
 
-def test_headline_of_committed_results_renders():
+def test_headline_of_committed_results_shows_their_numbers():
+    """Each figure of the headline is the results.json field it claims to be (not a neighbour's, not unscaled)."""
     results = json.loads((REPO / "bench" / "results.json").read_text())
     text = run.headline_markdown(results)
     assert text.endswith("\n") and "| what | measured |" in text
-    assert run.headline_markdown(results) == text  # deterministic
+    m, b = results["machine"], results["benchmarks"]
+    assert text.startswith(f"Measured by `make bench` on {m['date']} ({m['cpu']}, {m['cores']} cores, "
+                           f"{m['threads_used']} threads; load average {m['loadavg_start'][0]:.2f} at its start")
+    for c in b["frameworks"]["cases"].values():
+        stock, openmp, torch = (c["stock"]["forward_backward_s"], c["caffe"]["forward_backward_s"], c["torch"]["mean"])
+        assert (f"| {c['name']}, batch {c['batch']}, forward+backward ms: stock Caffe / Caffe OpenMP / PyTorch | "
+                f"{stock * 1000:.0f} / {openmp * 1000:.0f} / {torch * 1000:.0f} (OpenMP "
+                f"{c['speedup_openmp_over_stock']:.2f}x faster than stock; "
+                f"{c['ratio_caffe_over_torch_mean']:.2f}x PyTorch's time) |") in text, c["name"]
+    speedups = ", ".join(f"{v} {r['speedup']:.2f}x" for v, r in b["q1_train"]["variants"].items())
+    assert f"| {speedups} |" in text  # the Q1 goal's measured column, every variant in the results' order
 
 
 def test_replace_section_round_trip(tmp_path):

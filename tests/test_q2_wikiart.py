@@ -18,11 +18,11 @@ from test_download_wikiart import make_rows, write_index
 
 from q2_wikiart_finetune import experiment
 from q2_wikiart_finetune.task import MODES, WIKIART, with_counts
-from tools import alexnet
+from tools import alexnet, weights
 
 
 @pytest.mark.slow
-def test_wikiart_modes_end_to_end(tmp_path):
+def test_wikiart_modes_end_to_end(tmp_path, monkeypatch):
     repo = tmp_path
     with FileServer() as server:
         rows = make_rows(server, 60)  # 6 paintings per style, every 4th in the index's test split
@@ -48,8 +48,13 @@ def test_wikiart_modes_end_to_end(tmp_path):
     assert counts == [45, 15]
     small = dataclasses.replace(with_counts(WIKIART, *counts), width=0.25, new_size=256, crop=99, batch=10,
                                 val_batch=15, max_iter=4, stepsize=2, test_interval=2, snapshot=4, feature_max_iter=6)
+    read_shapes, checked = weights.param_shapes, []  # what check_fits reads a weights file with
+    monkeypatch.setattr(weights, "param_shapes", lambda path: checked.append(Path(path).name) or read_shapes(path))
     metrics = experiment.run(small, repo=repo, progress=False)
     assert set(metrics) == set(MODES)
+    # once up front (experiment.check_weights_fit), once by caffe_runner.train before each `-weights` run (finetune,
+    # feature_extractor); the cached-feature extraction net, one for both splits, takes it as checked
+    assert checked.count("bvlc_alexnet.caffemodel") == 3, checked
     out = repo / "results/q2"
     summary = (out / "summary.md").read_text()
     for mode in MODES:
@@ -69,5 +74,7 @@ def test_wikiart_modes_end_to_end(tmp_path):
     assert f'snapshot_prefix: "{metrics["finetune"]["run_dir"]}/snap"' in solver.read_text()
     assert not (repo / "models/q2/finetune/solver.prototxt").exists()
     # a second run trains nothing
+    checked.clear()
     again = experiment.run(small, repo=repo, progress=False)
+    assert checked.count("bvlc_alexnet.caffemodel") == 1, checked  # nothing trained or extracted: the one check
     assert {m: v["accuracy"] for m, v in again.items()} == {m: v["accuracy"] for m, v in metrics.items()}

@@ -7,6 +7,7 @@ model card (what `make demo` writes for the trained one).
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,8 +24,18 @@ from google.protobuf import text_format
 from q3_visualize_break import deploys, loading, run_notebooks
 from q3_visualize_break.class_model import ascent_step, class_model_visualization
 from q3_visualize_break.fooling import evaluate_fooling, fooling_image, fooling_step, minimal_pgd, pgd_attack
-from q3_visualize_break.gradients import class_score, forward_scores, input_gradient, top_k
+from q3_visualize_break.gradients import (
+    Objective,
+    class_score,
+    cross_entropy,
+    forward_scores,
+    input_gradient,
+    l2,
+    softmax,
+    top_k,
+)
 from q3_visualize_break.images import as_rgb
+from q3_visualize_break.regularisers import clip_around
 from q3_visualize_break.saliency import overlay, randomized_weights, rank_correlation, saliency_map
 from tools import device, paths
 from tools.transform import pixel_bounds
@@ -103,6 +114,38 @@ def test_saliency_equals_finite_differences_on_a_smooth_net(tmp_path, rng):
     assert sal.shape == (10, 10)
     np.testing.assert_allclose(sal, np.abs(numeric).max(axis=0), rtol=1e-2, atol=2e-4)
     assert sal.max() > 1e-2
+
+
+def test_composed_objectives_add_and_scale_values_and_gradients_as_finite_differences_say(tmp_path, rng):
+    """class_score(c) - 0.5 * cross_entropy(t) - 0.01 * l2(x0): the score parts go back through the net, the
+    image part is added; the composed gradient must equal the difference quotient of the composed value."""
+    net = smooth_net(tmp_path)
+    x, x0 = rng.randn(3, 10, 10).astype(np.float32), rng.randn(3, 10, 10).astype(np.float32)
+    objective = class_score(2) - 0.5 * cross_entropy(1) - 0.01 * l2(x0)
+    assert isinstance(objective, Objective) and "class_score(2)" in repr(objective)
+
+    def value(image):
+        s = forward_scores(net, image)
+        return s[2] - 0.5 * -np.log(softmax(s)[1]) - 0.01 * np.sum((image.astype(np.float64) - x0) ** 2)
+
+    got, grad, _ = input_gradient(net, x, objective)
+    assert got == pytest.approx(value(x), rel=1e-5)
+    eps, numeric = 1e-2, np.zeros_like(x, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        hi, lo = x.copy(), x.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        numeric[i] = (value(hi) - value(lo)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-2, atol=2e-4)
+    # the algebra itself: negation, subtraction, scaling on either side, and 0-gradient parts
+    scores = rng.randn(4)
+    for composed, parts in ((-class_score(1), (-1, 0)), (2 * class_score(1) - class_score(3), (2, -1)),
+                            (class_score(3) * 3 + class_score(1), (1, 3))):
+        v, d_scores, d_image = composed(scores, x)
+        assert v == pytest.approx(parts[0] * scores[1] + parts[1] * scores[3]) and np.all(d_image == 0)
+        np.testing.assert_allclose(d_scores, [0, parts[0], 0, parts[1]])
+    with pytest.raises(TypeError):
+        class_score(1) + 1.0  # a constant has no gradient to add: not an objective
 
 
 def test_saliency_matches_finite_differences_through_relu_and_max_pooling(tiny, pictures):
@@ -194,6 +237,30 @@ def test_pgd_stays_in_its_budget_and_the_minimal_budget_is_minimal(tiny, picture
     assert not pgd_attack(tiny.net, x0, target, 0.5 * m.linf, iterations=20, bounds=tiny.bounds).fooled
 
 
+def test_every_loop_runs_the_per_step_regularisers_it_is_given(tiny, pictures):
+    x0 = tiny.preprocess(pictures[1])
+    target = (int(np.argmax(forward_scores(tiny.net, x0))) + 1) % len(TINY_CLASSES)
+    seen = []
+
+    def record(loop):
+        def step(x, iteration):
+            seen.append((loop, iteration))
+            return x
+
+        return step
+
+    box = clip_around(x0, 2.0)  # tighter than the attacks' own limits: only a regulariser that runs holds it
+    class_model_visualization(tiny.net, 1, iterations=3, jitter=0, regularisers=[record("visualisation")])
+    fool = fooling_image(tiny.net, x0, target, learning_rate=5.0, max_iterations=3, confidence=0.999,
+                         bounds=tiny.bounds, regularisers=[box, record("fooling")])
+    pgd = pgd_attack(tiny.net, x0, target, 50.0, iterations=3, confidence=0.999, bounds=tiny.bounds,
+                     regularisers=[box, record("pgd")])
+    assert np.abs(fool.perturbation).max() <= 2.0 + 1e-4 and np.abs(pgd.image - x0).max() <= 2.0 + 1e-4
+    assert seen == ([("visualisation", i) for i in range(3)] + [("fooling", i) for i in range(fool.iterations)]
+                    + [("pgd", i) for i in range(pgd.iterations)]), seen
+    assert fool.iterations == pgd.iterations == 3, "a step per iteration, after the attacks' own clips"
+
+
 @pytest.mark.slow
 def test_fooling_evaluation_compares_with_pgd_and_writes_markdown_and_csv(tiny, pictures, tmp_path):
     images = {f"image {i}": p for i, p in enumerate(pictures[:2])}
@@ -281,15 +348,19 @@ def test_gradients_deploy_has_no_softmax_forces_backward_batch_one(name, crop, c
     assert list(net.layer[0].input_param.shape[0].dim) == [1, 3, crop, crop]
 
 
-def test_backward_from_fc8_reaches_the_data_of_the_demo_deploy(rng):
-    caffe.set_random_seed(1)
-    net = caffe.Net(str(REPO / "models/q3/demo_alexnet_deploy_gradients.prototxt"), caffe.TEST)  # filler weights
-    net.blobs["data"].data[...] = 50 * rng.randn(1, 3, 99, 99)
-    net.forward()
-    net.blobs["fc8"].diff[...] = 0
-    net.blobs["fc8"].diff[0, 2] = 1.0
-    net.backward()
-    assert np.abs(net.blobs["data"].diff).max() > 0
+def test_input_gradient_through_the_committed_demo_deploy_is_the_derivative_of_its_score(rng):
+    """Backward from fc8 through the committed deploy (force_backward, no Softmax) gives dS_c/dI: a step along
+    it raises S_c at the rate ||dS_c/dI|| that forward passes measure (a gradient of another class, or of the
+    probability, or one stopped short of the data would not)."""
+    net = caffe.Net(str(REPO / "models/q3/demo_alexnet_deploy_gradients.prototxt"), caffe.TEST)
+    he_init(net, rng)
+    x = (50 * rng.randn(3, 99, 99)).astype(np.float32)
+    for c in (0, 2):
+        _, grad, _ = input_gradient(net, x, class_score(c))
+        rate = float(np.linalg.norm(grad.astype(np.float64)))
+        d, h = grad / rate, 0.1  # a unit step direction; h: 0.1 net input units, far above float32 rounding
+        measured = (forward_scores(net, x + h * d)[c] - forward_scores(net, x - h * d)[c]) / (2 * h)
+        assert rate > 0 and measured == pytest.approx(rate, rel=0.02), (c, measured, rate)
 
 
 HOMEWORK_CODE = {  # what each notebook must show as code: the completed "missing code" of the exercise
@@ -432,11 +503,27 @@ def test_gpu_on_a_cpu_build_is_refused():
         run_notebooks.run_notebooks(gpu="0", only=["saliency-maps"])
 
 
-@pytest.mark.parametrize("module", ["deploys", "loading", "run_notebooks"])
-def test_clis_have_help(module):
-    out = subprocess.run([sys.executable, "-m", f"q3_visualize_break.{module}", "--help"], cwd=REPO,
-                         capture_output=True, text=True)
-    assert out.returncode == 0 and "usage: python -m q3_visualize_break." in out.stdout
+def test_loading_cli_shows_the_model_or_one_line_of_error(tiny_card, tmp_path):
+    def show(card):
+        return subprocess.run([sys.executable, "-m", "q3_visualize_break.loading", "--show", str(card)], cwd=REPO,
+                              capture_output=True, text=True, env={**os.environ, "GPU": ""})
+
+    out = show(tiny_card)
+    assert out.returncode == 0 and out.stdout.startswith("tiny on CPU: a tiny AlexNet, random weights (4 classes; "
+                                                         "AlexNet at width 0.05, 67x67 input"), out.stdout + out.stderr
+    out = show(tmp_path / "missing.json")
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+    assert "missing.json" in out.stderr
+
+
+def test_deploys_write_is_the_committed_text_and_keeps_unchanged_dates(tmp_path):
+    written = deploys.write_deploys(tmp_path)
+    assert [p.name for p in written] == list(deploys.DEPLOYS) and deploys.stale_deploys(tmp_path) == []
+    for path in written:
+        assert path.read_text() == (REPO / "models/q3" / path.name).read_text()
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    deploys.write_deploys(tmp_path)
+    assert all(p.stat().st_mtime_ns == 1_000_000_000 for p in written), "unchanged deploys keep their dates"
 
 
 @pytest.mark.parametrize("module", ["deploys", "run_notebooks"])

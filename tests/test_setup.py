@@ -30,12 +30,30 @@ def test_constraints_pin_every_requirement():
     assert {k: con.get(k) for k in req} == req
 
 
-def test_every_patch_says_why():
-    patches = sorted((SETUP / "patches").glob("*.patch"))
-    assert len(patches) >= 3
-    for p in patches:
-        head = p.read_text().split("\n---", 1)[0]
-        assert head.startswith("Why:"), f"{p.name} needs a 'Why:' header"
+PATCH_SETS = {"cpu": {}, "stock": {"CAFFE_OPENMP": "0"}, "cuda": {"CAFFE_GPU": "1"}, "wheel": {"CAFFE_FOR_WHEEL": "1"}}
+
+
+@pytest.mark.parametrize("build", PATCH_SETS)
+def test_every_patch_says_why_and_applies_cleanly_in_the_order_setup_uses(tmp_path, build):
+    """The patch set of each kind of build, listed by common.sh's caffe_patches and applied by its
+    unpack_patched_source (what build_caffe.sh runs) to the cached Debian source: each patch opens with its
+    'Why:' paragraph, and each applies in turn without fuzz or offsets (a patch that drifted from the source)."""
+    env = {**os.environ, **PATCH_SETS[build]}
+    listed = subprocess.run(["bash", "-c", f"source {SETUP}/common.sh; caffe_patches"], capture_output=True,
+                            text=True, env=env, check=True).stdout.split()
+    assert listed and all((SETUP / p).is_file() for p in listed), listed
+    for p in listed:
+        head = (SETUP / p).read_text().split("\ndiff --git", 1)[0]
+        assert head.startswith("Why: ") and len(head.split()) > 10, f"{p} needs a 'Why:' paragraph before its diff"
+    cache = Path(env.get("CAFFE_CACHE", Path.home() / ".cache/caffe-toolkit"))
+    if not any((cache / "src").glob("caffe_*.dsc")) and not any((cache / "src").glob("caffe_*.debian.tar.*")):
+        pytest.skip("no cached Caffe source package (make setup fetches it)")
+    out = subprocess.run(["bash", "-c", f'source {SETUP}/common.sh; unpack_patched_source "$1"', "_",
+                          str(tmp_path / "src")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert [ln[3:] for ln in out.stdout.splitlines() if ln.startswith("== ")] == listed
+    drifted = [ln for ln in out.stdout.splitlines() if "with fuzz" in ln or re.search(r"\(offset -?\d+ lines?\)", ln)]
+    assert not drifted, drifted
 
 
 def test_second_setup_only_checks():

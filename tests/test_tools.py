@@ -314,6 +314,45 @@ def test_write_if_changed_keeps_the_date_of_an_unchanged_file(tmp_path):
     assert path.stat().st_mtime_ns != 1_000_000_000
 
 
+def test_write_prototxts_writes_messages_and_text_and_keeps_unchanged_files(tmp_path):
+    from google.protobuf import text_format
+
+    from tools.fileio import write_prototxts
+
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 4, 4]))
+    net = n.to_proto()
+    solver = make_solver(net="net.prototxt", base_lr=0.1, max_iter=3)
+    written = write_prototxts({"net.prototxt": net, "solver.prototxt": solver, "note.prototxt": "# text\n"},
+                              tmp_path / "sub")
+    assert written == [tmp_path / "sub" / f for f in ("net.prototxt", "solver.prototxt", "note.prototxt")]
+    assert written[0].read_text() == text_format.MessageToString(net)  # what the committed prototxts hold
+    assert read_solver(written[1]) == solver and written[2].read_text() == "# text\n"
+    for path in written:
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    write_prototxts({"net.prototxt": net, "solver.prototxt": make_solver(net="net.prototxt", base_lr=0.2)},
+                    tmp_path / "sub")
+    assert written[0].stat().st_mtime_ns == 1_000_000_000, "an unchanged prototxt keeps its date"
+    assert written[1].stat().st_mtime_ns != 1_000_000_000 and "base_lr: 0.2" in written[1].read_text()
+
+
+def test_load_checked_net_copies_fitting_weights_and_explains_the_rest(tmp_path):
+    from tools.weights import WeightsMismatch, load_checked_net
+
+    def net_file(name, outputs):
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=[1, 3]))
+        n.fc = L.InnerProduct(n.data, num_output=outputs, weight_filler=dict(type="gaussian", std=1))
+        return write_prototxt(tmp_path / name, n.to_proto())
+
+    trained = caffe.Net(str(net_file("two.prototxt", 2)), caffe.TEST)
+    trained.save(str(tmp_path / "two.caffemodel"))
+    net = load_checked_net(tmp_path / "two.prototxt", tmp_path / "two.caffemodel")
+    np.testing.assert_array_equal(net.params["fc"][0].data, trained.params["fc"][0].data)
+    with pytest.raises(WeightsMismatch, match="layer 'fc' weights: .* holds 2x3, the net wants 5x3"):
+        load_checked_net(net_file("five.prototxt", 5), tmp_path / "two.caffemodel")  # Caffe would abort
+
+
 def test_read_json_moves_a_damaged_cache_aside_or_names_the_file_and_the_fix(tmp_path):
     from tools.cli import exit_on
     from tools.fileio import DamagedFile, read_json

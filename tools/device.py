@@ -4,8 +4,8 @@
     check_gpu("0")      refuses a GPU on a CPU-only build of Caffe, or a setting that is not device ids
     select("0")         pycaffe: caffe.set_mode_gpu() + caffe.set_device(0), returns "GPU 0" (or "CPU")
 
-`tools.caffe_runner.gpu_args` (the `caffe` binary's `-gpu` flag), Q2's prediction and Q3's model
-loading all go through `check_gpu`, so the same setting gets the same answer everywhere.
+`tools.caffe_runner.gpu_args` (the `caffe` binary's `-gpu` flag), Q1's full validation, Q2's prediction
+and Q3's model loading all go through `check_gpu`, so the same setting gets the same answer everywhere.
 """
 
 from tools import paths

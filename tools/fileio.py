@@ -1,5 +1,6 @@
 """Atomic writes: a reader never sees half a file, and a failed write leaves the old file alone.
-`write_if_changed` leaves a file with the same text untouched, so its date says when it last changed.
+`write_if_changed` leaves a file with the same text untouched, so its date says when it last changed;
+`write_prototxts` writes a generator's prototxts (nets, solvers) that way, whatever the generator.
 `read_json` reads a JSON state file, moving a damaged one aside (a cache) or naming it and the fix."""
 
 import contextlib
@@ -61,6 +62,20 @@ def write_if_changed(path, text: str) -> bool:
         pass
     write_text(path, text)
     return True
+
+
+def write_prototxts(mapping: dict, folder) -> list[Path]:
+    """Write each `name -> NetParameter, SolverParameter or text` of `mapping` to folder/name with
+    `write_if_changed` (atomic; an unchanged file keeps its date). Every generator of the committed prototxts
+    writes through here. Returns the paths, in the mapping's order."""
+    from google.protobuf import text_format  # late import: setup checks run before protobuf exists
+
+    paths = []
+    for name, content in mapping.items():
+        text = content if isinstance(content, str) else text_format.MessageToString(content)
+        write_if_changed(Path(folder) / name, text)
+        paths.append(Path(folder) / name)
+    return paths
 
 
 def write_bytes(path, data: bytes) -> Path:

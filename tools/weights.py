@@ -1,6 +1,7 @@
 """Reading trained weights (.caffemodel) and checking them against a net before Caffe copies them.
 
     check_fits(net, "models/bvlc_alexnet/bvlc_alexnet.caffemodel")   # WeightsMismatch, or the layers it lacks
+    load_checked_net("deploy.prototxt", "snap_iter_1000.caffemodel")  # caffe.Net (TEST) with the weights, checked
     layer_params(caffemodel, "conv1")                                # [weights, bias] as arrays
 
 Weights files come in the formats Caffe wrote over the years, and Caffe reads all of them:
@@ -143,6 +144,19 @@ def check_fits(net, caffemodel, *, new_layers=(), require_all=False, fix=None) -
             f"{', '.join(have) or 'none'}): these weights were trained for another net. "
             f"Fix: {fix or 'use the weights trained for this net, or the net they were trained with'}")
     return missing
+
+
+def load_checked_net(prototxt, caffemodel, *, new_layers=(), require_all=True, fix=None):
+    """caffe.Net (TEST phase) of `prototxt` with the weights of `caffemodel`, checked by `check_fits` before Caffe
+    copies them: Caffe aborts the process on a blob of another shape and silently keeps the filler of a layer the
+    file lacks, and either means the weights belong to another net. `require_all` defaults to True here: a net
+    loaded to predict or to take gradients through needs every layer trained (`new_layers` excepted)."""
+    import caffe
+
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    check_fits(net, caffemodel, new_layers=new_layers, require_all=require_all, fix=fix)
+    net.copy_from(str(caffemodel))
+    return net
 
 
 def _default_fix(name) -> str:
