@@ -152,7 +152,8 @@ def train_mode(task, mode, *, pretrained, repo, gpu, progress, folder, run_dir=N
                                       pretrained_checked=pretrained_checked)
         return out / "train.log", merged, time.time() - t0, result
     result = caffe_runner.train(f"{folder}/solver.prototxt", out / "train.log", weights=pretrained, gpu=gpu, cwd=repo,
-                                progress=progress, desc=f"{task.name}/{mode}", fresh=fresh)
+                                progress=progress, desc=f"{task.name}/{mode}", fresh=fresh,
+                                weights_checked=pretrained_checked)
     final = out / f"snap_iter_{result.final_iter}.caffemodel"
     return out / "train.log", final, time.time() - t0, result
 

@@ -293,14 +293,15 @@ def _advance(bar, stats, line):
 
 
 def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fresh=False, cwd=paths.REPO,
-          progress=True, desc=None, pythonpath=(), say=None, caffe=None) -> TrainResult:
+          progress=True, desc=None, pythonpath=(), say=None, caffe=None, weights_checked=False) -> TrainResult:
     """`caffe train`. Resumes from the newest good snapshot unless `snapshot` is given or `fresh`.
 
     `fresh` (or `resume=False`) moves the snapshots of the solver's prefix and the log aside and trains
     from the start; what was moved is removed once the new run completes. `weights` (fine-tuning) only
     applies to a fresh start: a resumed run takes everything from the solverstate, as Caffe refuses
-    `-weights` together with `-snapshot`. `say` prints the runner's notes (default: stderr). `caffe`:
-    another `caffe` binary (default: the one in .venv).
+    `-weights` together with `-snapshot`; `weights_checked`: the caller has checked that they fit this net.
+    `say` prints the runner's notes (default: stderr). `caffe`: another `caffe` binary (default: the one in
+    .venv).
     """
     say = say or functools.partial(print, file=sys.stderr)
     solver, log = Path(solver), Path(log)
@@ -343,7 +344,8 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
         if resumed_from:
             args.append(f"-snapshot={resumed_from}")
         elif weights:
-            preflight.check_weights(weights, solver_param, cwd, pythonpath)
+            if not weights_checked:
+                preflight.check_weights(weights, solver_param, cwd, pythonpath)
             args.append(f"-weights={weights}")
 
         def after_stop():
