@@ -115,8 +115,8 @@ def _stop_with_parent(parent: int):
 
 
 def _follow(log: Path, offset: int, proc, watch, poll=0.05, every=1.0):
-    """The lines Caffe writes to `log` from `offset` on, as they come, until it has exited; `watch()` is
-    called about every `every` seconds meanwhile."""
+    """The lines Caffe writes to `log` from `offset` on, as they come, until it has exited; `watch(size, now)`
+    is called after each read with the log's size, `now` true about every `every` seconds."""
     checked = time.monotonic()
     with open(log, "rb") as f:
         f.seek(offset)
@@ -134,28 +134,32 @@ def _follow(log: Path, offset: int, proc, watch, poll=0.05, every=1.0):
                 pending += rest
             else:
                 time.sleep(poll)
-            if time.monotonic() - checked >= every:
+            now = time.monotonic() - checked >= every
+            if now:
                 checked = time.monotonic()
-                watch()
+            watch(f.tell(), now)
         if pending:
             yield pending.decode(errors="replace")
 
 
-def _room_left(log: Path) -> OSError | None:
-    """Why the log can take no more lines (a full disk, the file-size limit), or None. Caffe's own writes
-    fail without a word (glog drops them), so the runner looks before they do."""
+# The log stops this far below the file-size limit (ulimit -f): room for Caffe's last lines as it snapshots
+LIMIT_MARGIN = 64 << 10
+
+
+def _room_left(log: Path, size: int, look_at_disk: bool) -> OSError | None:
+    """Why the log can take no more lines (the file-size limit near, a full disk), or None. Caffe's own
+    writes fail without a word (glog drops them), so the runner looks before they do: at the limit on each
+    read (no system call), at the disk when `look_at_disk`."""
     import resource
     import shutil
 
-    try:
-        size, free = log.stat().st_size, shutil.disk_usage(log.parent).free
-    except OSError:
-        return None
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and size >= limit - (8 << 10):
+    if limit != resource.RLIM_INFINITY and size >= limit - LIMIT_MARGIN:
         return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(log))
-    if free < STOP_BELOW:
-        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log))
+    if look_at_disk:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(log.parent).free < STOP_BELOW:
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log))
     return None
 
 
@@ -206,9 +210,9 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     stop = {"by": None, "killed": False, "no_room": None}
     restore = {}
 
-    def watch():
+    def watch(size, look_at_disk):
         if stop["by"] is None and proc.poll() is None:
-            stop["no_room"] = _room_left(log)
+            stop["no_room"] = _room_left(log, size, look_at_disk)
             if stop["no_room"] is not None:  # stop while a snapshot still fits, and say why
                 stop["by"] = "no room"
                 proc.send_signal(signal.SIGINT)
