@@ -3,6 +3,7 @@
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -288,3 +289,22 @@ def test_get_ilsvrc_aux_rejects_path_traversal(server, tmp_path):
     proc = run_cli("tools.get_ilsvrc_aux", "--out", str(out), "--url", server.url("/aux.tar.gz"))
     assert proc.returncode == 1 and "unsafe path '../evil.txt'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_ctrl_c_during_a_download_ends_in_one_line_with_status_130_and_keeps_the_part(server, tmp_path):
+    from http_fixtures import Stall
+
+    weights = bytes(range(256)) * 4096  # 1 MB
+    server.add("/alexnet.caffemodel", weights, faults=[Stall(seconds=30, after=300_000)])
+    proc = subprocess.Popen([sys.executable, "-m", "tools.download_model", "bvlc_alexnet", "--out", str(tmp_path),
+                             "--url", server.url("/alexnet.caffemodel")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30  # the downloader writes whole 64 kB chunks: 4 of them before the stall
+    while not any(p.stat().st_size >= 4 << 16 for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err
+    kept = [p.name for p in tmp_path.iterdir() if p.stat().st_size >= 4 << 16]
+    assert kept == ["bvlc_alexnet.caffemodel.part"], "the part already fetched is kept for the next run to resume"
