@@ -42,6 +42,7 @@ BENCHMARKS = {  # name -> module under bench/, in the order they run and appear
     "q3_loops": "q3_loops",
     "downloads": "downloads",
     "setup": "setup_time",
+    "snapshot_check": "snapshot_check",
 }
 NEEDS_STOCK = ("frameworks", "q1_train")  # these time stock Caffe too
 HERE = Path(__file__).resolve().parent  # the committed, published results
@@ -211,6 +212,11 @@ def _headline_rows(data) -> list[tuple[str, str]]:
         if all(k in s for k in ("1", "16", "64")):
             rows.append(("`download_wikiart.py` at 16 / 64 workers, against 1 (50 ms latency per request)",
                          f"{s['1'] / s['16']:.1f}x / {s['1'] / s['64']:.1f}x"))
+    sc = b.get("snapshot_check", {})
+    if sc.get("whole_check_s"):
+        rows.append((f"Checking a full AlexNet snapshot before a resume ({sc['megabytes']:.0f} MB: SHA-256 against the "
+                     "record, parse, finite weights), s", f"{sc['whole_check_s']:.1f} (loading those weights: "
+                     f"{sc['weights_load_s']:.1f})"))
     st = b.get("setup", {}).get("results", {})
     for name, v in st.items():
         if name.startswith("make setup"):

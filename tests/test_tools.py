@@ -492,3 +492,21 @@ def test_import_cycles_finds_a_lazy_circle_and_the_tree_has_none(tmp_path):
     assert graph["tools.b"] == {"tools.a"} and graph["tools.c"] == {"tools.a"}
     assert import_cycles.cycles(graph) == [["tools.a", "tools.b"]]
     assert import_cycles.cycles(import_cycles.module_imports(paths.REPO)) == []
+
+
+def test_snapshot_weights_read_from_the_wire_format_equal_protobufs_own_reading():
+    from caffe.proto import caffe_pb2
+
+    from tools.snapshots import _finite, _weights
+
+    rng = np.random.default_rng(0)
+    floats = rng.normal(size=300).astype(np.float32)
+    legacy = caffe_pb2.BlobProto(num=1, channels=3, height=10, width=10, data=floats, diff=floats[:5])
+    shaped = caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=[2, 150]), double_data=floats.astype(np.float64))
+    [a], [b] = _weights(legacy), _weights(shaped)
+    assert a.dtype == np.float32 and np.array_equal(a, np.asarray(legacy.data, dtype=np.float32))
+    assert b.dtype == np.float64 and np.array_equal(b, np.asarray(shaped.double_data))
+    assert _weights(caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=[0]))) == []
+    assert _finite(legacy)
+    legacy.data[299] = float("inf")
+    assert not _finite(legacy)

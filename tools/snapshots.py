@@ -120,9 +120,43 @@ class ChecksumRecorder:
             self.pending = self.cwd / m.group(1)
 
 
+def _varint(raw: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = raw[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _weights(blob) -> list[np.ndarray]:
+    """A BlobProto's weights as arrays, read from its wire format (protobuf's encoding docs): protobuf hands
+    a repeated float out one Python float at a time (seconds for AlexNet), while its packed encoding is the
+    array itself. caffe.proto declares `data` (5) and `double_data` (8) packed."""
+    raw = blob.SerializeToString()
+    arrays, i = [], 0
+    while i < len(raw):
+        key, i = _varint(raw, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(raw, i)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            n, i = _varint(raw, i)
+            if field in (5, 8):
+                dtype = np.dtype("<f4" if field == 5 else "<f8")
+                arrays.append(np.frombuffer(raw, dtype, count=n // dtype.itemsize, offset=i))
+            i += n
+        else:
+            raise ValueError(f"wire type {wire} in a BlobProto")
+    return arrays
+
+
 def _finite(blob) -> bool:
-    values = np.asarray(blob.data or blob.double_data, dtype=np.float64 if blob.double_data else np.float32)
-    return bool(np.isfinite(values).all())
+    return all(np.isfinite(a).all() for a in _weights(blob))
 
 
 def _blob_count(blob) -> int:
