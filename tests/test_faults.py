@@ -778,38 +778,3 @@ def test_a_damaged_lmdb_manifest_is_refused_in_one_line_and_the_records_still_co
                             "line 1 column 13 (char 12)). Fix: run `make data` again")
     assert lmdb_io.label_counts(lmdb) == counts, "the label check needs the records, not the manifest"
     assert (lmdb / "manifest.json").read_text() == CUT, "a refused file was changed"
-
-
-# ---- Inputs checked where they enter ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("bad", [7, -1])
-def test_predict_refuses_labels_outside_the_nets_classes_before_writing_anything(tmp_path, fashion, bad):
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[1, 3, 8, 8]))
-    n.fc = L.InnerProduct(n.data, num_output=5, weight_filler=dict(type="xavier"))
-    n.prob = L.Softmax(n.fc)
-    deploy = write_prototxt(tmp_path / "deploy.prototxt", n.to_proto())
-    weights = tmp_path / "five.caffemodel"
-    caffe.Net(str(deploy), caffe.TEST).save(str(weights))
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(3):
-        Image.fromarray(fashion.test_images[i, 0]).convert("RGB").resize((8, 8)).save(images / f"{i}.png")
-    listing = tmp_path / "val.txt"
-    listing.write_text(f"0.png 4\n\n1.png {bad}\n2.png 0\n")  # line 3: a blank line does not shift the count
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "q2_wikiart_finetune.predict", "--weights", str(weights), "--deploy", str(deploy),
-           "--images", str(listing), "--root", str(images), "--out", str(out / "s.csv"), "--mean-value", "0", "0", "0",
-           "--new-size", "8", "--crop", "8"]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"})
-    assert p.returncode == 1, p.stderr
-    assert p.stderr.strip().splitlines() == [
-        f"error: {listing}:3: label {bad} is outside 0..4 ({weights} has 5 classes); nothing was written. "
-        "Fix: labels are class indices counted from 0: correct the list, or give the weights and deploy of a net "
-        "with that many classes"]
-    assert not out.exists(), "an output was written before the labels were checked"
-    listing.write_text("0.png 4\n1.png 3\n2.png 0\n")  # the same run with good labels writes its outputs
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"})
-    assert p.returncode == 0, p.stderr
-    assert {f.name for f in out.iterdir()} == {"s.csv", "s_accuracy.md", "s_confusion.png"}

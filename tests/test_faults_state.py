@@ -315,6 +315,28 @@ def five_class_net(tmp_path_factory, fashion):
     return deploy, weights, images, listing
 
 
+@pytest.mark.parametrize("bad", [7, -1])
+def test_predict_refuses_labels_outside_the_nets_classes_before_writing_anything(tmp_path, five_class_net, bad):
+    deploy, weights, images, _ = five_class_net
+    listing = tmp_path / "val.txt"
+    listing.write_text(f"0.png 4\n\n1.png {bad}\n2.png 0\n")  # line 3: a blank line does not shift the count
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "q2_wikiart_finetune.predict", "--weights", str(weights), "--deploy", str(deploy),
+           "--images", str(listing), "--root", str(images), "--out", str(out / "s.csv"), "--mean-value", "0", "0", "0",
+           "--new-size", "8", "--crop", "8"]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"})
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"error: {listing}:3: label {bad} is outside 0..4 ({weights} has 5 classes); nothing was written. "
+        "Fix: labels are class indices counted from 0: correct the list, or give the weights and deploy of a net "
+        "with that many classes"]
+    assert not out.exists(), "an output was written before the labels were checked"
+    listing.write_text("0.png 4\n1.png 3\n2.png 0\n")  # the same run with good labels writes its outputs
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "2"})
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in out.iterdir()} == {"s.csv", "s_accuracy.md", "s_confusion.png"}
+
+
 def predict_cmd(five_class_net, out):
     deploy, weights, images, listing = five_class_net
     return [sys.executable, "-m", "q2_wikiart_finetune.predict", "--weights", str(weights), "--deploy", str(deploy),
