@@ -89,3 +89,14 @@ def pytest_sessionfinish(session, exitstatus):
               "machine": machine, "loadavg_end": runinfo.loadavg(), "exitstatus": int(exitstatus), **counts}
     write_text(REPO / "results" / "tests" / name, json.dumps(record, indent=1) + "\n")
 
+
+@pytest.fixture(scope="module")
+def q1_first_run(tmp_path_factory):
+    """A tiny Q1 run (2 images per class, 4 iterations, baseline) in its own repository folder: (repo, out).
+    One per test module: the fault tests damage its files."""
+    from q1_dropout_augment import experiment
+
+    repo = tmp_path_factory.mktemp("q1run")
+    out = experiment.run("fashion-mnist", per_class=2, seed=0, variants=["baseline"], max_iter=4, repo=repo,
+                         progress=False)
+    return repo, out

@@ -667,14 +667,6 @@ def test_os_errors_name_the_file_and_the_fix():
 # ---- Q1: runs identified by their settings ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def q1_first_run(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("q1faults")
-    out = experiment.run("fashion-mnist", per_class=2, seed=0, variants=["baseline"], max_iter=4, repo=repo,
-                         progress=False)
-    return repo, out
-
-
 def files_of(folder) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 

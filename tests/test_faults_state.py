@@ -84,16 +84,8 @@ def test_a_val_full_json_of_the_wrong_shape_is_moved_aside(tmp_path, text, probl
     assert "\n" not in str(e.value) and cache.read_text() == text
 
 
-@pytest.fixture(scope="module")
-def q1_run(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("q1state")
-    out = experiment.run("fashion-mnist", per_class=2, seed=0, variants=["baseline"], max_iter=4, repo=repo,
-                         progress=False)
-    return repo, out
-
-
-def test_q1_state_files_of_the_wrong_shape_are_made_again(q1_run, capsys):
-    repo, out = q1_run
+def test_q1_state_files_of_the_wrong_shape_are_made_again(q1_first_run, capsys):
+    repo, out = q1_first_run
     cache, marker = out / "baseline/val_full.json", repo / "data/q1/fashion-mnist/prepared.json"
     good_cache, good_marker = json.loads(cache.read_text()), json.loads(marker.read_text())
     cache.write_text(json.dumps({k: v for k, v in good_cache.items() if k != "loss"}))  # a key missing
