@@ -11,7 +11,7 @@ and users' shell history keeps working; this index is the map):
   nets, weights   alexnet (AlexNet as NetSpec), weights (read, fit and load .caffemodel files), transform
                   (pycaffe's image preprocessing), draw_net (caffe.draw)
   logs, figures   parse_log (Caffe logs to tables), plot_log (curves), progress (bars and plain progress lines),
-                  runinfo (what a run records about itself)
+                  runinfo (the machine a measurement ran on)
   data            datasets (Fashion-MNIST, CIFAR-10), lmdb_io (LMDBs and mean files)
   downloads       download (one large file: resume, retries, checksums), polite_fetch (many files from other
                   people's servers: per-host limits, Retry-After), download_model (BVLC model zoo weights),
