@@ -4,10 +4,10 @@
 The modules by concern (the folder stays flat so that every `python -m tools.X` in the README, the notebooks
 and users' shell history keeps working; this index is the map):
 
-  running Caffe   caffe_runner (train/test/time: process, log, progress, signals), snapshots (find, check by
-                  content, move aside), preflight (inputs and weights before Caffe starts), solver (solver
-                  prototxts), device (CPU/GPU choice), paths (where Caffe and the data are), locks (one run per
-                  folder)
+  running Caffe   caffe_runner (train/test/time: process, progress, signals), caffe_log (the log Caffe
+                  writes and the runner follows), snapshots (find, check by content, move aside), preflight
+                  (inputs and weights before Caffe starts), solver (solver prototxts), device (CPU/GPU choice),
+                  paths (where Caffe and the data are), locks (one run per folder)
   nets, weights   alexnet (AlexNet as NetSpec), weights (read, fit and load .caffemodel files), transform
                   (pycaffe's image preprocessing), draw_net (caffe.draw)
   logs, figures   parse_log (Caffe logs to tables), plot_log (curves), progress (bars and plain progress lines),

@@ -13,7 +13,6 @@ aside (tools.snapshots.replace_aside) until the new run has completed.
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import locks, paths, preflight, snapshots
+from tools import caffe_log, locks, paths, preflight, snapshots
 from tools.cli import WRITE_FAILED, disk_full_line, disk_is_full, exit_on
 from tools.errors import ToolkitError
 from tools.fileio import move_aside
@@ -43,8 +42,6 @@ FATAL = re.compile(
 )
 ITERATION_LOSS = re.compile(r"Iteration (\d+) .*loss = ([-+\d.eE]+|nan|inf)")
 ITERATION_LR = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-STOP_BELOW = 16 << 20  # bytes free on the log's disk under which training stops while a snapshot still fits
 
 
 class CaffeError(ToolkitError, RuntimeError):
@@ -94,81 +91,6 @@ def gpu_args(gpu) -> list[str]:
     return ["-gpu", ",".join(map(str, ids))] if ids else []
 
 
-def _ends_mid_line(log: Path) -> bool:
-    try:
-        with open(log, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except OSError:  # missing or empty
-        return False
-
-
-def _stop_with_parent(parent: int):
-    """In the child before exec: SIGINT when the runner dies, even by kill -9. With -sigint_effect stop, Caffe
-    then snapshots and stops instead of training on unwatched (Linux; elsewhere it stops at its next write)."""
-    prctl = getattr(ctypes.CDLL(None), "prctl", None)
-    if prctl is None:
-        return
-    prctl(PR_SET_PDEATHSIG, signal.SIGINT)
-    if os.getppid() != parent:  # the runner died before prctl took effect
-        os.kill(os.getpid(), signal.SIGINT)
-
-
-def _follow(log: Path, offset: int, proc, watch, poll=0.05, every=1.0):
-    """The lines Caffe writes to `log` from `offset` on, as they come, until it has exited; `watch(size, now)`
-    is called after each read with the log's size, `now` true about every `every` seconds."""
-    checked = time.monotonic()
-    with open(log, "rb") as f:
-        f.seek(offset)
-        pending = b""
-        while True:
-            chunk = f.read(1 << 16)
-            if chunk:
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    yield line.decode(errors="replace") + "\n"
-            elif proc.poll() is not None:
-                rest = f.read()  # written between the last read and the exit
-                if not rest:
-                    break
-                pending += rest
-            else:
-                time.sleep(poll)
-            now = time.monotonic() - checked >= every
-            if now:
-                checked = time.monotonic()
-            watch(f.tell(), now)
-        if pending:
-            yield pending.decode(errors="replace")
-
-
-# The log stops this far below the file-size limit (ulimit -f): room for Caffe's last lines as it snapshots
-LIMIT_MARGIN = 64 << 10
-
-
-def _room_left(log: Path, size: int, look_at_disk: bool) -> OSError | None:
-    """Why the log can take no more lines (the file-size limit near, a full disk), or None. Caffe's own
-    writes fail without a word (glog drops them), so the runner looks before they do: at the limit on each
-    read (no system call), at the disk when `look_at_disk`."""
-    import resource
-    import shutil
-
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY and size >= limit - LIMIT_MARGIN:
-        return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(log))
-    if look_at_disk:
-        with contextlib.suppress(OSError):
-            if shutil.disk_usage(log.parent).free < STOP_BELOW:
-                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log))
-    return None
-
-
-def _note(log: Path, text: str):
-    """A `# toolkit:` line in the log (the log parser skips them), best effort: the disk may be full."""
-    with contextlib.suppress(OSError), open(log, "a") as f:
-        f.write(("\n" if _ends_mid_line(log) else "") + f"# toolkit: {text}\n")
-
-
 def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progress=True, append=False,
         pythonpath=(), after_stop=None, caffe=None, on_line=None):
     """Start `caffe ARGS` writing its output into `log`, follow it with a progress bar; return the lines.
@@ -187,7 +109,8 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     try:
         with open(log, "a" if append else "w") as out:
             # the marker must start a line: a killed run can leave its last line without a newline
-            out.write(("\n" if append and _ends_mid_line(log) else "") + f"# toolkit: {' '.join(cmd)} (cwd {cwd})\n")
+            start = "\n" if append and caffe_log.ends_mid_line(log) else ""
+            out.write(f"{start}# toolkit: {' '.join(cmd)} (cwd {cwd})\n")
         fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(log)) from None
@@ -199,7 +122,8 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
                                 stdout=fd, stderr=fd, pass_fds=locks.held_fds(),
                                 # own session: Ctrl-C on the terminal reaches only the runner, which passes on
                                 # exactly one SIGINT; so does the terminal's SIGHUP
-                                start_new_session=True, preexec_fn=functools.partial(_stop_with_parent, os.getpid()))
+                                start_new_session=True,
+                                preexec_fn=functools.partial(caffe_log.stop_with_parent, os.getpid()))
     finally:
         os.close(fd)
     lines, fatal, stats = [], None, {}
@@ -212,7 +136,7 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
 
     def watch(size, look_at_disk):
         if stop["by"] is None and proc.poll() is None:
-            stop["no_room"] = _room_left(log, size, look_at_disk)
+            stop["no_room"] = caffe_log.room_left(log, size, look_at_disk)
             if stop["no_room"] is not None:  # stop while a snapshot still fits, and say why
                 stop["by"] = "no room"
                 proc.send_signal(signal.SIGINT)
@@ -226,7 +150,7 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
             return
         stop["by"] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}[signum]
         proc.send_signal(signal.SIGINT)
-        _note(log, f"{stop['by']}: asked caffe to snapshot and stop")
+        caffe_log.note(log, f"{stop['by']}: asked caffe to snapshot and stop")
         with contextlib.suppress(OSError):
             bar.write(f"{stop['by']}: asking Caffe to snapshot and stop ({stop['by']} again to kill it)...")
 
@@ -234,7 +158,7 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             restore[sig] = signal.signal(sig, on_signal)
     try:
-        for line in _follow(log, offset, proc, watch):
+        for line in caffe_log.follow(log, offset, proc, watch):
             lines.append(line)
             is_fatal = FATAL.search(line) is not None
             if fatal is None and is_fatal:
