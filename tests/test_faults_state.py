@@ -7,6 +7,7 @@ its snapshot does not fit. Each ends in the right result or one line naming the 
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -393,15 +394,20 @@ def test_caffes_failure_to_write_a_snapshot_on_a_full_disk_maps_to_the_disk_full
     with small_disk(tmp_path / "disk", size="2m") as disk:
         solver = tiny_solver(disk, net, max_iter=200, snapshot=50, test_interval=100)
         fill(disk, leave=60_000)  # room for the log's first lines, not for a snapshot (47 kB + its state)
-        with pytest.raises(caffe_runner.CaffeError) as e:
+        with pytest.raises(OSError) as e:  # the runner says what Caffe's fatal line meant: one line, the fix
             caffe_runner.train(solver, tmp_path / "train.log", progress=False)
-        assert "SerializeToOstream" in e.value.fatal_line
-        line = caffe_disk_full(e.value.fatal_line, disk / "snap")
+        assert e.value.errno == errno.ENOSPC and "SerializeToOstream" in (tmp_path / "train.log").read_text()
+        said = os_error_line(e.value)
+        assert said.startswith(f"{disk / 'snap'}: caffe train could not write there (log {tmp_path / 'train.log'}) "
+                               "(errno 28): the disk is full (") and f"free of 2.1 MB on the disk that holds {disk})" \
+            f". Fix: free space there (df -h {disk})" in said and "\n" not in said
+        fatal = next(ln for ln in (tmp_path / "train.log").read_text().splitlines() if "SerializeToOstream" in ln)
+        line = caffe_disk_full(fatal, disk / "snap")
         assert line.startswith(f"{disk / 'snap'}: the disk is full (") and f"free of 2.1 MB on the disk that " \
             f"holds {disk}). Fix: free space there (df -h {disk})" in line
         assert caffe_disk_full("F1128 solver.cpp:1] Check failed: lr > 0", disk) is None, "other failures are not"
         (disk / "filler").unlink()
-        assert caffe_disk_full(e.value.fatal_line, disk) is None, "a disk with room is not called full"
+        assert caffe_disk_full(fatal, disk) is None, "a disk with room is not called full"
         result = caffe_runner.train(solver, tmp_path / "train.log", progress=False)
         assert result.final_iter == 200 and result.start_iter == 0, "the half-written snapshot was not resumed"
         assert sorted(f.name for f in disk.glob("*.broken")) == ["snap_iter_50.caffemodel.broken",

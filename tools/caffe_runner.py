@@ -92,7 +92,7 @@ def gpu_args(gpu) -> list[str]:
 
 
 def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progress=True, append=False,
-        pythonpath=(), after_stop=None, caffe=None, on_line=None):
+        pythonpath=(), after_stop=None, caffe=None, on_line=None, writes=()):
     """Start `caffe ARGS` writing its output into `log`, follow it with a progress bar; return the lines.
 
     Caffe writes the log itself (glog writes each line in one unbuffered write): the file is never behind
@@ -102,6 +102,7 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
     naming the folder when Caffe failed on a full disk. `pythonpath` adds folders for `Python` layers;
     `after_stop()` returns a sentence on how to carry on, for the messages. `caffe`: another `caffe`
     binary (default: the one `make setup` wired into .venv). `on_line(line, fatal)` sees each line as it comes.
+    `writes`: other paths Caffe writes (a snapshot prefix), looked at with the log when it fails on a full disk.
     """
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +193,9 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
         raise TrainingInterrupted(f"{how}: Caffe saved a snapshot and stopped; {next_step}")
     if returncode != 0:
         # Caffe and LMDB fail a write on a full disk with their own words, not ENOSPC: say what it was
-        for folder in dict.fromkeys((log.parent, Path(cwd))):
-            if disk_is_full(folder) and (fatal is None or any(words in fatal for words in WRITE_FAILED)):
-                raise OSError(errno.ENOSPC, f"caffe {args[0]} failed writing there (log {log})", str(folder))
+        for target in (log, *map(Path, writes)):
+            if disk_is_full(target.parent) and (fatal is None or any(words in fatal for words in WRITE_FAILED)):
+                raise OSError(errno.ENOSPC, f"caffe {args[0]} could not write there (log {log})", str(target))
     if returncode < 0 and not (fatal and returncode == -signal.SIGABRT):  # a CHECK failure aborts: quoted below
         sig = signal.Signals(-returncode)
         words = SIGNAL_WORDS.get(sig, f"was ended by {sig.name}")
@@ -286,7 +287,7 @@ def train(solver, log, *, weights=None, snapshot=None, gpu=None, resume=True, fr
         # a log that exists is appended to (the marker separates runs): a fresh start moved the old one aside
         run(args, log, cwd=cwd, total=max_iter, initial=start, desc=desc or solver.parent.name,
             progress=progress, append=True, pythonpath=pythonpath, after_stop=after_stop, caffe=caffe,
-            on_line=snapshots.ChecksumRecorder(cwd))
+            on_line=snapshots.ChecksumRecorder(cwd), writes=[prefix] if prefix else [])
         if prefix:
             # Caffe exits 0 even when its last snapshot could not be written whole (a full disk)
             final = prefix.with_name(f"{prefix.name}_iter_{max_iter}.solverstate")
