@@ -27,13 +27,17 @@ def ends_mid_line(log: Path) -> bool:
         return False
 
 
+# Looked up here, in the parent: between fork and exec the child may not take the loader's lock (another
+# thread may have held it at the fork), only call what is already resolved
+_PRCTL = getattr(ctypes.CDLL(None), "prctl", None)
+
+
 def stop_with_parent(parent: int):
     """In the child before exec: SIGINT when the runner dies, even by kill -9. With -sigint_effect stop, Caffe
-    then snapshots and stops instead of training on unwatched (Linux; elsewhere it stops at its next write)."""
-    prctl = getattr(ctypes.CDLL(None), "prctl", None)
-    if prctl is None:
+    then snapshots and stops instead of training on unwatched (Linux only: elsewhere it trains on)."""
+    if _PRCTL is None:
         return
-    prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGINT)
     if os.getppid() != parent:  # the runner died before prctl took effect
         os.kill(os.getpid(), signal.SIGINT)
 
