@@ -220,9 +220,10 @@ def run(quick, work):
                             for g in r["real_vs_zeros_largest"]), r["data_layer_forward_ms"]]
                  for r in results.values()],
                 "Both `caffe time` runs take turns over the same rounds as the trainings (medians; per layer and pass "
-                "the median of its own times). A layer slower on real data than on zeros does data-dependent work "
-                "(e.g. branches that real values mispredict): that part of the gap is compute which `caffe time` of "
-                "Input layers never sees, not the data path. The data layer's forward pass takes the next prefetched "
+                "the median of its own times). On a quiet machine, a layer slower on real data than on zeros does "
+                "data-dependent work (e.g. branches that real values mispredict): that part of the gap is compute "
+                "which `caffe time` of Input layers never sees, not the data path; under load single layers' times "
+                "scatter by more than that. The data layer's forward pass takes the next prefetched "
                 "batch: what it costs beyond that is waiting for the prefetch thread.")]}
 
 
