@@ -17,8 +17,11 @@ PyTorch's own for PyTorch, timed in every round beside the nets, so that "x% of 
 the same on any machine (clock, turbo and the libraries' kernels for that CPU are all in the ceiling).
 For AlexNet, its two LRN layers are also timed alone in PyTorch, against their share in `caffe time`'s
 per-layer report, and one PyTorch iteration is run with oneDNN's verbose mode: the kernels oneDNN picked
-for this CPU (its ISA, e.g. jit:avx512_core or brgconv) and the share of layout reorders, which is where
-PyTorch's time differed between two machines of the same kind.
+for this CPU (its ISA, e.g. jit:avx512_core or brgconv) and the share of layout reorders. PyTorch's time
+differed by 1.6x between two 2-core AMD EPYC machines (434 and 709 ms) where Caffe's differed by 1.2x;
+with the ceilings, the kernels and the reorder share recorded, the next such difference can be traced to
+the clock (both ceilings move), to a library's kernels for that CPU (one fraction of its ceiling moves)
+or to memory-bound reorders (their share moves).
 """
 
 import json
