@@ -9,9 +9,14 @@ For each input path, three measurements of the same net and solver step (SGD, mo
   caffe time           forward+backward of that Input-layer net (what the brief compares with: the
                        difference also holds the solver's weight update)
 
-and a fourth: `caffe time` of a net holding only the data layer (its prefetch thread alone, the cost of
-decoding and transforming one batch). The two trainings alternate over a few rounds (data, Input, data,
-Input, ...): this machine's speed drifts by 10-20% over minutes, as much as the effect measured.
+and two more: `caffe time` of a net holding only the data layer (its prefetch thread alone, the cost of
+decoding and transforming one batch), and `caffe time` of the data-layer net itself, whose per-layer report
+set against that of the Input-layer net says where the gap goes. `caffe time` of Input layers computes on
+all-zero blobs, and some layers take longer on real data than on zeros (stock ReLU's backward pass branched
+on every element's sign, and real activations mispredict that branch half the time: patch 0018): that part
+of the gap is the layers' compute, not the data path, and shows here as per-layer differences between the
+two `caffe time` runs. The two trainings alternate over a few rounds (data, Input, data, Input, ...): this
+machine's speed drifts by 10-20% over minutes, as much as the effect measured.
 
 Paths: Q1's `Data` layer on an LMDB of Fashion-MNIST with its `transform_param` (mean file, scale; the
 augmented variant adds random 26x26 crops and mirroring), batch 50; Q2's `ImageData` layer on JPEGs
@@ -62,22 +67,58 @@ def measure(work, key, train_val, input_shapes, *, rounds, max_iter, display, wa
     caffe_nets.write(caffe_nets.train_only(train_val), work / data_file)
     caffe_nets.write(caffe_nets.input_version(train_val, input_shapes), work / input_file)
     caffe_nets.write(caffe_nets.data_layer_only(train_val), work / alone_file)
+    data_layer = next(layer.name for layer in train_val.layer if layer.type in ("Data", "ImageData"))
     data, inputs = [], []
     for _ in range(rounds):
         data.append(train_seconds(work, data_file, max_iter, display, warmup))
         inputs.append(train_seconds(work, input_file, max_iter, display, warmup))
-    timed = caffe_runner.time_net(input_file, work / f"{key}.time.log", iterations=time_iterations, cwd=work)
+    timed_runs, real_runs = [], []
+    for r in range(rounds):  # `caffe time` of the Input-layer net (the goal's peer) and of the data-layer net, in turn
+        timed_runs.append(caffe_runner.time_net(input_file, work / f"{key}.time.{r}.log", iterations=time_iterations,
+                                                cwd=work))
+        real_runs.append(caffe_runner.time_net(data_file, work / f"{key}.time-real.{r}.log",
+                                               iterations=time_iterations, cwd=work))
+    timed, real = median_timing(timed_runs), median_timing(real_runs)
     alone = caffe_runner.time_net(alone_file, work / f"{key}.alone.log", iterations=alone_iterations, cwd=work)
     fb = timed["forward-backward"] / 1000
     d = statistics.median(r["s_per_iter"] for r in data)
     i = statistics.median(r["s_per_iter"] for r in inputs)
     per_round = [pct(a["s_per_iter"], b["s_per_iter"]) for a, b in zip(data, inputs, strict=True)]
     return {"train_data_s": d, "train_input_s": i, "caffe_time_s": fb, "data_alone_s": alone["forward-backward"] / 1000,
-            "rounds": rounds, "train_data_runs": data, "train_input_runs": inputs,
+            "caffe_time_runs_s": [t["forward-backward"] / 1000 for t in timed_runs], "rounds": rounds,
+            "train_data_runs": data, "train_input_runs": inputs,
             "measured_iterations": sum(r["to_iter"] - r["from_iter"] for r in data),
             "overhead_vs_caffe_time_pct": pct(d, fb),
             "data_path_overhead_pct": statistics.median(per_round), "data_path_overhead_per_round_pct": per_round,
-            "solver_update_pct": pct(i, fb)}
+            "solver_update_pct": pct(i, fb), **real_data_gap(real, timed, data_layer)}
+
+
+def median_timing(runs) -> dict:
+    """Several `caffe time` results of one net as one: the median forward-backward ms, and per layer and pass."""
+    out = {"forward-backward": statistics.median(r["forward-backward"] for r in runs), "layers": {}}
+    for name, passes in runs[0]["layers"].items():
+        out["layers"][name] = {which: statistics.median(r["layers"][name][which] for r in runs) for which in passes}
+    return out
+
+
+def real_data_gap(real, zeros, data_layer) -> dict:
+    """`caffe time` of the data-layer net (real data) against that of the Input-layer net (all-zero blobs), per
+    layer and pass: the compute layers' own difference (the data layer left out), the largest few, and the data
+    layer's forward pass (taking a batch from the prefetch queue, waiting when it is empty)."""
+    passes = []
+    for name, ms in real["layers"].items():
+        if name == data_layer:
+            continue
+        for which in ("forward", "backward"):
+            if which in ms and which in zeros["layers"].get(name, {}):
+                z = zeros["layers"][name][which]
+                passes.append({"layer": name, "pass": which, "real_ms": ms[which], "zeros_ms": z,
+                               "gap_ms": ms[which] - z})
+    passes.sort(key=lambda r: -r["gap_ms"])
+    return {"caffe_time_real_s": real["forward-backward"] / 1000,
+            "real_vs_zeros_compute_ms": sum(r["gap_ms"] for r in passes),
+            "real_vs_zeros_largest": passes[:3],
+            "data_layer_forward_ms": real["layers"].get(data_layer, {}).get("forward")}
 
 
 def q1_data(work, n_per_class=100):
@@ -167,7 +208,23 @@ def run(quick, work):
                 "thread: decode, resize, crop, mirror, mean) with the cores to itself (the first few batches come "
                 "prefetched). "
                 f"Caffe: {build}, the build .venv uses. "
-                "The default Q2 path (`make q2`: 256x256 JPEGs, full AlexNet): " + verdict + ".")]}
+                "The default Q2 path (`make q2`: 256x256 JPEGs, full AlexNet): " + verdict + "."), table(
+                "Where the gap goes: `caffe time` of the data-layer net (real data) against the Input-layer net "
+                "(all-zero blobs), ms per iteration",
+                ["input path", "train, data - Input layers", "caffe time, real data - zeros",
+                 "of which compute layers", "largest differences (layer pass: real - zeros)",
+                 "data layer forward (taking a batch)"],
+                [[r["path"], 1000 * (r["train_data_s"] - r["train_input_s"]),
+                  1000 * (r["caffe_time_real_s"] - r["caffe_time_s"]), r["real_vs_zeros_compute_ms"],
+                  "; ".join(f"{g['layer']} {g['pass']} {g['real_ms']:.3g} - {g['zeros_ms']:.3g}"
+                            for g in r["real_vs_zeros_largest"]), r["data_layer_forward_ms"]]
+                 for r in results.values()],
+                "Both `caffe time` runs take turns over the same rounds as the trainings (medians; per layer and pass "
+                "the median of its own times). On a quiet machine, a layer slower on real data than on zeros does "
+                "data-dependent work (e.g. branches that real values mispredict): that part of the gap is compute "
+                "which `caffe time` of Input layers never sees, not the data path; under load single layers' times "
+                "scatter by more than that. The data layer's forward pass takes the next prefetched "
+                "batch: what it costs beyond that is waiting for the prefetch thread.")]}
 
 
 def main(argv=None):

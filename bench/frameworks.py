@@ -11,15 +11,28 @@ iteration through pycaffe (net.forward(); net.backward(), TRAIN phase: the same 
 medians. Stock `caffe time`, OpenMP `caffe time`, pycaffe and PyTorch take turns over three rounds, so
 that drift of the machine's speed (10-20% over minutes on this VM) hits all alike; the per-round ratios
 show what is left of it. Both builds' per-layer reports give where the time went, before and after.
-Achieved GFLOP/s count conv/fc layers only (bench/caffe_nets.py). For AlexNet, its two LRN layers are
-also timed alone in PyTorch, against their share in `caffe time`'s per-layer report.
+Achieved GFLOP/s count conv/fc layers only (bench/caffe_nets.py), and are set against the machine's
+measured ceiling: a 2048x2048 matrix product (bench/gemm.py) in each library, OpenBLAS for Caffe and
+PyTorch's own for PyTorch, timed in every round beside the nets, so that "x% of the GEMM ceiling" means
+the same on any machine (clock, turbo and the libraries' kernels for that CPU are all in the ceiling).
+For AlexNet, its two LRN layers are also timed alone in PyTorch, against their share in `caffe time`'s
+per-layer report, and one PyTorch iteration is run with oneDNN's verbose mode: the kernels oneDNN picked
+for this CPU (its ISA, e.g. jit:avx512_core or brgconv) and the share of layout reorders. PyTorch's time
+differed by 1.6x between two 2-core AMD EPYC machines (434 and 709 ms) where Caffe's differed by 1.2x;
+with the ceilings, the kernels and the reorder share recorded, the next such difference can be traced to
+the clock (both ceilings move), to a library's kernels for that CPU (one fraction of its ceiling moves)
+or to memory-bound reorders (their share moves).
 """
 
+import json
+import statistics
+import subprocess
+import sys
 from collections import defaultdict
 
 from bench import caffe_nets, machine
-from bench.common import builds, child_main, python_json, stats, table, threads, timed
-from tools import caffe_runner
+from bench.common import builds, child_main, python_json, stats, table, thread_env, threads, timed
+from tools import caffe_runner, paths
 
 GEMM_LAYERS = ("Convolution", "InnerProduct")
 GOAL_OPENMP_OVER_TORCH = 0.85  # the OpenMP build at most 0.85x PyTorch's time
@@ -78,6 +91,38 @@ def average_timings(timings) -> dict:
     return out | {"layers": layers}
 
 
+def gemm_ceiling() -> dict:
+    """GFLOP/s of a 2048x2048 matrix product now, in Caffe's OpenBLAS and in PyTorch (bench/gemm.py)."""
+    return {lib: python_json(["bench.gemm", lib])["gflops"] for lib in ("openblas", "torch")}
+
+
+def onednn_profile(net, batch) -> dict:
+    """One PyTorch forward+backward with oneDNN's verbose mode (bench.torch_nets onednn): its ISA, and per
+    primitive kind and implementation the calls and ms. Verbose timing adds a little; read shares, not times."""
+    proc = subprocess.run([sys.executable, "-m", "bench.torch_nets", "onednn", "--net", net, "--batch", str(batch)],
+                          cwd=paths.REPO, env=thread_env(threads()),
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    lines = proc.stdout.splitlines()
+    out = {"isa": "", "kernels": {}, "ms": 0.0} | json.loads(lines[-1])
+    for line in lines[:-1]:
+        f = line.split(",")
+        if len(f) > 3 and f[2:4] == ["info", "cpu"] and f[4].startswith("isa:"):
+            out["isa"] = f[4][4:]
+        elif len(f) > 8 and f[2:4] == ["primitive", "exec"]:
+            key = f"{f[5]} {f[6]} {f[7]}"
+            k = out["kernels"].setdefault(key, {"calls": 0, "ms": 0.0})
+            k["calls"] += 1
+            k["ms"] += float(f[-1])
+            out["ms"] += float(f[-1])
+    kinds = defaultdict(float)
+    for key, k in out["kernels"].items():
+        kinds[key.split()[0]] += k["ms"]
+    out["share_pct"] = {kind: round(100 * ms / (out["ms"] or 1.0), 1) for kind, ms in kinds.items()}
+    return out
+
+
 def caffe_result(net_param, timing, gflop) -> dict:
     s = timing["forward-backward"] / 1000
     return {"forward_backward_s": s, "forward_s": timing["forward"] / 1000, "backward_s": timing["backward"] / 1000,
@@ -103,11 +148,12 @@ def run(quick, work):
             net.backward()
 
         per_round = case["iterations"] // rounds
+        gflop = flops["forward_backward"] / 1e9
         timings, stock_timings, py, pt = [], [], [], []
-        ratios, omp_ratios, speedups = [], [], []
+        ratios, omp_ratios, speedups, ceilings, of_ceiling = [], [], [], [], []
         for i in range(rounds):
             print(f"[frameworks] {case['key']} round {i + 1}/{rounds}: stock caffe time, OpenMP caffe time, pycaffe, "
-                  "PyTorch", flush=True)
+                  "PyTorch, GEMM ceilings", flush=True)
             s = caffe_runner.time_net(path, work / f"{case['key']}.stock{i}.log", iterations=per_round,
                                       caffe=stock["caffe"], pythonpath=stock["pythonpath"])
             o = caffe_runner.time_net(path, work / f"{case['key']}.time{i}.log", iterations=per_round)
@@ -120,10 +166,15 @@ def run(quick, work):
             ratios.append(p["median"] / t["median"])
             omp_ratios.append(o["forward-backward"] / 1000 / t["mean"])
             speedups.append(s["forward-backward"] / o["forward-backward"])
+            g = gemm_ceiling()
+            ceilings.append(g)
+            # each build's GFLOP/s in this round over its own library's matrix product in this round
+            of_ceiling.append({"stock": gflop / (s["forward-backward"] / 1000) / g["openblas"],
+                               "openmp": gflop / (o["forward-backward"] / 1000) / g["openblas"],
+                               "torch": gflop / t["mean"] / g["torch"]})
         lrn_shapes = [net.blobs[b].data.shape for b in ("conv1", "conv2")] if case["torch_net"] == "alexnet" else []
         del net
         pycaffe, torch = stats(py), stats(pt)
-        gflop = flops["forward_backward"] / 1e9
         omp = caffe_result(case["net"], average_timings(timings), gflop)
         old = caffe_result(case["net"], average_timings(stock_timings), gflop)
         iterations = per_round * rounds
@@ -142,7 +193,12 @@ def run(quick, work):
             "ratio_caffe_over_torch_median": pycaffe["median"] / torch["median"],
             "ratio_medians_per_round": ratios,
             "layer_types_before_after": before_after(old["layer_type_ms"], omp["layer_type_ms"]),
+            "gemm_gflops_per_round": ceilings,
+            "of_gemm_ceiling_per_round": of_ceiling,
+            "of_gemm_ceiling": {k: statistics.median(r[k] for r in of_ceiling) for k in ("stock", "openmp", "torch")},
         }
+        if case["torch_net"] == "alexnet":
+            r["onednn"] = onednn_profile(case["torch_net"], case["batch"])
         if lrn_shapes:
             args = [a for shape in lrn_shapes for a in ("--shape", ",".join(map(str, shape)))]
             lrn = python_json(["bench.torch_nets", "lrn", *args, "--iterations", case["iterations"]])
@@ -150,7 +206,9 @@ def run(quick, work):
                         "stock_s": old["layer_type_ms"].get("LRN", 0.0) / 1000,
                         "torch_s": lrn["median_total"], "torch": lrn}
     check = python_json(["bench.torch_nets", "check"])
-    gemm = {lib: python_json(["bench.gemm", lib])["gflops"] for lib in ("openblas", "torch")}
+    # the ceiling: the best of every round's matrix products
+    gemm = {lib: max(g[lib] for r in results.values() for g in r["gemm_gflops_per_round"])
+            for lib in ("openblas", "torch")}
     return {"title": "1. Stock Caffe, Caffe with OpenMP and PyTorch (CPU), forward+backward", "peak_gflops": peak,
             "gemm_gflops": gemm, "builds": caffes, "cases": results, "check": check,
             "tables": tables(results, check, peak, gemm, caffes)}
@@ -161,7 +219,7 @@ def per_round(values) -> str:
 
 
 def tables(results, check, peak, gemm, caffes):
-    rows, flops_rows, layer_rows = [], [], []
+    rows, flops_rows, layer_rows, onednn_rows = [], [], [], []
     for r in results.values():
         c, s, p, t = r["caffe"], r["stock"], r["pycaffe"], r["torch"]
         rows.append([r["name"], r["batch"], 1000 * s["forward_backward_s"], 1000 * c["forward_backward_s"],
@@ -169,11 +227,25 @@ def tables(results, check, peak, gemm, caffes):
                      f"{r['speedup_openmp_over_stock']:.2f}x ({per_round(r['speedup_openmp_over_stock_per_round'])})",
                      f"{r['ratio_caffe_over_torch_mean']:.2f} ({per_round(r['ratio_openmp_over_torch_per_round'])})",
                      r["ratio_stock_over_torch_mean"]])
+        ceil = r.get("of_gemm_ceiling")  # absent in results from before it was measured
         flops_rows.append([r["name"], 1000 * p["median"], 1000 * t["median"],
                            f"{r['ratio_caffe_over_torch_median']:.2f} ({per_round(r['ratio_medians_per_round'])})",
                            r["gflop_per_iteration"], s["gflops"], c["gflops"], t["gflops_median"],
                            f"{100 * s['gflops'] / peak:.0f}% / {100 * c['gflops'] / peak:.0f}% / "
-                           f"{100 * t['gflops_median'] / peak:.0f}%"])
+                           f"{100 * t['gflops_median'] / peak:.0f}%",
+                           f"{100 * ceil['stock']:.0f}% / {100 * ceil['openmp']:.0f}% / {100 * ceil['torch']:.0f}%"
+                           if ceil else "-",
+                           f"{ceil['torch'] / ceil['openmp']:.2f}" if ceil else "-"])
+        dnn = r.get("onednn")
+        if dnn and "kernels" in dnn:
+            convs = sorted(((k, v) for k, v in dnn["kernels"].items() if k.startswith("convolution")),
+                           key=lambda kv: -kv[1]["ms"])
+            conv, reorder = (dnn["share_pct"].get(kind, 0.0) for kind in ("convolution", "reorder"))
+            onednn_rows.append([r["name"], dnn["isa"], "; ".join(f"{k.split(' ', 1)[1]} x{v['calls']} "
+                                                                 f"{100 * v['ms'] / dnn['ms']:.0f}%"
+                                                                 for k, v in convs),
+                                f"{conv:.0f}%", f"{reorder:.0f}%", f"{100 - conv - reorder:.0f}%",
+                                1000 * dnn["seconds"], dnn["ms"]])
         for row in r["layer_types_before_after"]:
             if row["type"] == "Input":
                 continue
@@ -197,11 +269,18 @@ def tables(results, check, peak, gemm, caffes):
         table("Medians and achieved GFLOP/s",
               ["net", "Caffe OpenMP ms (pycaffe, median)", "PyTorch ms (median)",
                "OpenMP / PyTorch (medians; per round)", "GFLOP / iteration", "stock GFLOP/s", "OpenMP GFLOP/s",
-               "PyTorch GFLOP/s (median)", "of peak (stock / OpenMP / PyTorch)"], flops_rows,
+               "PyTorch GFLOP/s (median)", "of peak (stock / OpenMP / PyTorch)",
+               "of own GEMM ceiling (stock / OpenMP / PyTorch)", "OpenMP / PyTorch at equal GEMM ceilings"],
+              flops_rows,
               f"GFLOP: conv + fc layers, forward 2 x MACs, backward 2 x MACs (weights) + 2 x MACs (data). Peak "
-              f"{peak:.0f} GFLOP/s (see the machine table); a 2048x2048 matrix product reaches {gemm['openblas']:.0f} "
-              f"GFLOP/s in Caffe's OpenBLAS and {gemm['torch']:.0f} in PyTorch (bench/gemm.py), the practical "
-              "ceiling."),
+              f"{peak:.0f} GFLOP/s (see the machine table), from the nominal clock. The practical ceiling: a "
+              f"2048x2048 matrix product (bench/gemm.py), timed in every round beside the nets, reached up to "
+              f"{gemm['openblas']:.0f} GFLOP/s in Caffe's OpenBLAS and {gemm['torch']:.0f} in PyTorch. Of own GEMM "
+              "ceiling: each build's GFLOP/s in a round over its own library's matrix product in that round (Caffe: "
+              "OpenBLAS; PyTorch: its own), the median over rounds; it carries the machine's clock and turbo and the "
+              "library's kernels for this CPU, so it compares across machines where milliseconds do not. OpenMP / "
+              "PyTorch at equal GEMM ceilings: PyTorch's fraction over Caffe's, i.e. the time ratio had both "
+              "libraries' matrix products been equally fast (the goal is on the time ratio itself)."),
         table("Where Caffe's time goes per layer type, before (stock) and after (OpenMP): forward+backward ms per "
               "iteration, from `caffe time`'s per-layer report",
               ["net", "layer type", "stock ms", "OpenMP ms", "speed-up", "share, stock", "share, OpenMP"],
@@ -210,6 +289,13 @@ def tables(results, check, peak, gemm, caffes):
               "GEMMs use both threads); the OpenMP patches (tools/setup/patches/001*-openmp-*) run them, and "
               "convolution over the images of a batch, on every thread. PyTorch's LocalResponseNorm is composed "
               "of pow/avg_pool3d/mul/div ops, forward and backward."),
+        table("PyTorch's convolutions through oneDNN: one AlexNet forward+backward with oneDNN's verbose mode",
+              ["net", "oneDNN ISA", "convolution kernels (implementation, pass: calls, share of oneDNN's time)",
+               "convolution", "reorders", "other oneDNN", "iteration ms (verbose on)", "oneDNN ms"], onednn_rows,
+              "oneDNN picks its kernels by the CPU's instruction set, and PyTorch keeps tensors in plain NCHW, so "
+              "each convolution, forward and in both backward passes, reorders its inputs and outputs to and from "
+              "oneDNN's blocked layouts: memory-bound work whose share moves with the machine's memory bandwidth "
+              "and caches. Verbose timing adds a little to each primitive: read shares, not times."),
         table("Same net? Caffe's random weights copied into the PyTorch net, same input, TEST phase",
               ["net", "max |Caffe - PyTorch| / max |output|", "LRN shrinks conv1 by"],
               [[k, v["relative"], f"{100 * v['lrn_shrink']:.0f}%" if "lrn_shrink" in v else "-"]

@@ -100,13 +100,20 @@ def goals(data) -> list[dict]:
         ratio = c["ratio_caffe_over_torch_mean"]
         rounds = ", ".join(f"{v:.2f}" for v in c.get("ratio_openmp_over_torch_per_round", []))
         holds = ratio <= GOAL_OVER_TORCH
+        ceil = c.get("of_gemm_ceiling")
+        ceiling = (f"; of its own library's GEMM ceiling: Caffe {100 * ceil['openmp']:.0f}%, PyTorch "
+                   f"{100 * ceil['torch']:.0f}% (at equal ceilings the ratio would be "
+                   f"{ceil['torch'] / ceil['openmp']:.2f})" if ceil else "")
+        dnn = c.get("onednn", {}).get("share_pct")
+        if dnn:
+            ceiling += f"; PyTorch's oneDNN time in layout reorders: {dnn.get('reorder', 0):.0f}%"
         out.append({"goal": f"{c['name']}, batch {c['batch']}, forward+backward: Caffe with OpenMP / PyTorch",
                     "target": f"<= {GOAL_OVER_TORCH}", "measured": f"{ratio:.2f} (rounds {rounds})", "holds": holds,
                     "by": "" if holds else f"needs {ratio / GOAL_OVER_TORCH:.2f}x less time",
                     "limit": f"{c['stock']['forward_backward_s'] * 1000:.0f} -> "
                              f"{c['caffe']['forward_backward_s'] * 1000:.0f} ms ({c['speedup_openmp_over_stock']:.2f}x "
                              "over stock), PyTorch "
-                             f"{c['torch']['mean'] * 1000:.0f} ms; per layer type: {_layer_note(c)}"})
+                             f"{c['torch']['mean'] * 1000:.0f} ms; per layer type: {_layer_note(c)}{ceiling}"})
     q1 = b.get("q1_train", {})
     if q1.get("variants"):
         worst = q1["variants"][q1["worst"]]
@@ -133,10 +140,17 @@ def goals(data) -> list[dict]:
         holds = over <= GOAL_TRAIN_OVER_TIME_PCT
         gap_ms = 1000 * (w["train_data_s"] - w["train_input_s"])
         alone_ms = 1000 * w["data_alone_s"]
-        why = (f", {fmt(gap_ms)} ms an iteration, far more than the data layer's own work ({fmt(alone_ms)} ms a "
-               "batch alone): most likely its prefetch thread competing with the compute threads for the cores"
-               if gap_ms > 0 and alone_ms < 0.5 * gap_ms else
-               f"; the data layer alone takes {fmt(alone_ms)} ms a batch on its one thread" if gap_ms > 0 else "")
+        if "real_vs_zeros_compute_ms" in w:  # measured where the gap goes (caffe time, real data against zeros)
+            largest = "; ".join(f"{g['layer']} {g['pass']} {fmt(g['real_ms'])} against {fmt(g['zeros_ms'])} ms"
+                                for g in w["real_vs_zeros_largest"][:2] if g["gap_ms"] > 0)
+            why = (f", {fmt(gap_ms)} ms an iteration; `caffe time` on real data against Input's zeros: the compute "
+                   f"layers {w['real_vs_zeros_compute_ms']:+.2f} ms" + (f" (largest: {largest})" if largest else "")
+                   + f", the data layer's forward {fmt(w['data_layer_forward_ms'] or 0)} ms; its own work "
+                   f"{fmt(alone_ms)} ms a batch alone")
+        else:  # results from before that measurement
+            why = (f", {fmt(gap_ms)} ms an iteration, far more than the data layer's own work ({fmt(alone_ms)} ms a "
+                   "batch alone)" if gap_ms > 0 and alone_ms < 0.5 * gap_ms else
+                   f"; the data layer alone takes {fmt(alone_ms)} ms a batch on its one thread" if gap_ms > 0 else "")
         out.append({"goal": f"{what}: `caffe train` over `caffe time` ({', '.join(c['net'] for c in cases.values())})",
                     "target": f"<= +{GOAL_TRAIN_OVER_TIME_PCT:.0f}%",
                     "measured": ", ".join(f"{c['overhead_vs_caffe_time_pct']:+.1f}%" for c in cases.values()),

@@ -5,6 +5,7 @@
     python -m bench.torch_nets inputgrad --iterations 10 [--frozen]     # Q3: d fc8[c] / d image, batch 1
     python -m bench.torch_nets lrn --shape 16,96,55,55 --shape 16,256,27,27  # LRN alone, forward+backward
     python -m bench.torch_nets check                                     # same weights -> same outputs as Caffe
+    python -m bench.torch_nets onednn --net alexnet --batch 16           # oneDNN's verbose lines of one iteration
 
 AlexNet is built from tools.alexnet's layer table (CONVS, FC, scaled): grouped
 convolutions (groups=2), LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1) (Caffe's LRN divides alpha by
@@ -80,6 +81,11 @@ def parametrised(model):
 
 def fwd_bwd(net: str, batch: int, iterations: int, warmup: int) -> dict:
     """Training-mode forward + backward, the work of `caffe time` (dropout on, gradients of every weight)."""
+    return timed(fwd_bwd_step(net, batch), iterations, warmup)
+
+
+def fwd_bwd_step(net: str, batch: int):
+    """fwd_bwd's iteration as a function."""
     if net == "alexnet":  # as the deploy with force_backward: the data gradient too
         model = alexnet()
         x = torch.zeros(batch, 3, 227, 227, requires_grad=True)
@@ -100,7 +106,24 @@ def fwd_bwd(net: str, batch: int, iterations: int, warmup: int) -> dict:
         x.grad = None
         loss_fn(model(x)).backward()
 
-    return timed(step, iterations, warmup)
+    return step
+
+
+def onednn_iteration(net: str, batch: int, warmup: int) -> dict:
+    """One forward+backward of fwd_bwd's step after `warmup`, with oneDNN's verbose mode on: oneDNN prints a line
+    per primitive it runs (its implementation, e.g. jit:avx512_core, and its ms) to stdout, before the JSON line;
+    the caller reads them (frameworks.onednn_profile). Also PyTorch's threading set-up and oneDNN's ISA."""
+    import sys
+
+    step = fwd_bwd_step(net, batch)
+    for _ in range(warmup):
+        step()
+    sys.stdout.flush()
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        t = timed(step, 1, 0)
+    sys.stdout.flush()
+    parallel = [line.strip() for line in torch.__config__.parallel_info().splitlines() if ":" in line]
+    return {"seconds": t["median"], "parallel_info": parallel}
 
 
 def input_grad(iterations: int, warmup: int, frozen: bool) -> dict:
@@ -193,12 +216,18 @@ def main(argv=None):
         p.add_argument("--iterations", type=int, default=10)
         p.add_argument("--warmup", type=int, default=3)
     sub.add_parser("check")
+    o = sub.add_parser("onednn")
+    o.add_argument("--net", choices=("alexnet", "q1"), required=True)
+    o.add_argument("--batch", type=int, required=True)
+    o.add_argument("--warmup", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(threads())
     if a.command == "fwdbwd":
         result = fwd_bwd(a.net, a.batch, a.iterations, a.warmup)
     elif a.command == "inputgrad":
         result = input_grad(a.iterations, a.warmup, a.frozen)
+    elif a.command == "onednn":
+        result = onednn_iteration(a.net, a.batch, a.warmup)
     elif a.command == "lrn":
         result = lrn([tuple(int(v) for v in s.split(",")) for s in a.shape], a.iterations, a.warmup)
     else:

@@ -7,7 +7,9 @@ The net (TEST phase, so that it is deterministic; Dropout is checked apart): a b
 so that convolution runs its images in parallel, through Convolution (grouped, padded), ReLU, LRN
 (across channels), max Pooling, Sigmoid, TanH, ELU, BNLL, average Pooling, PReLU, InnerProduct.
 It saves the input, every blob, the data gradient of L = sum(output * R) for a fixed R, every
-parameter gradient, finite differences of L at sampled pixels, and a TRAIN-phase Dropout mask.
+parameter gradient, finite differences of L at sampled pixels, and a TRAIN-phase Dropout mask. Apart:
+ReLU's backward pass on a blob large enough for the parallel loop, in place (negative_slope 0) and not
+(negative_slope 0.1), on inputs with zeros, signed zeros and NaN (patch 0018 compiles it branch-free).
 """
 
 import sys
@@ -89,7 +91,40 @@ def main(out):
     dnet.blobs["data"].data[...] = 1
     dnet.forward()
     saved["dropout"] = dnet.blobs["drop"].data.copy()
+    saved |= relu_backward(Path(out).with_name("relu.prototxt"), rng)
     np.savez(out, **saved)
+
+
+def relu_backward(path: Path, rng) -> dict:
+    """ReLU's data gradient for a given top gradient: in place with negative_slope 0 (as in Caffe's nets), and
+    into a blob of its own with negative_slope 0.1. 2x16x32x32 = 32,768 values: the parallel loop."""
+    import caffe
+    from caffe import layers as L
+
+    shape = (2, 16, 32, 32)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::7] = 0.0
+    flat[3::11] = -0.0
+    flat[5::101] = np.nan
+    top_diff = rng.uniform(-1, 1, shape).astype(np.float32)
+    out = {"relu_x": x, "relu_top_diff": top_diff}
+    for key, slope, in_place in (("relu", 0.0, True), ("leaky", 0.1, False)):
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=list(shape)))
+        n.top = L.ReLU(n.data, negative_slope=slope, in_place=in_place)
+        proto = n.to_proto()
+        proto.force_backward = True
+        path.write_text(str(proto))
+        net = caffe.Net(str(path), caffe.TEST)
+        net.blobs["data"].data[...] = x
+        net.forward()
+        top = "data" if in_place else "top"
+        out[f"{key}_bottom_data"] = net.blobs["data"].data.copy()  # in place: ReLU's output, what backward reads
+        net.blobs[top].diff[...] = top_diff
+        net.backward()
+        out[f"{key}_grad"] = net.blobs["data"].diff.copy()
+    return out
 
 
 if __name__ == "__main__":

@@ -117,6 +117,21 @@ def test_forward_known_answers(runs):
     np.testing.assert_allclose(two["blob_avepool"], ave, rtol=1e-5, atol=1e-6)
 
 
+def test_relu_backward_is_stock_arithmetic_to_the_bit(runs):
+    """ReLU's backward pass computes top_diff * ((x > 0) + negative_slope * (x <= 0)) in float32, as stock Caffe
+    writes it, bit for bit (signed zeros and NaN inputs included), in place or not, with 1 and 2 threads."""
+    for got in runs:
+        top_diff = got["relu_top_diff"]
+        for key, slope in (("relu", 0.0), ("leaky", 0.1)):
+            x = got[f"{key}_bottom_data"]
+            with np.errstate(invalid="ignore"):
+                mask = (x > 0).astype(np.float32) + np.float32(slope) * (x <= 0).astype(np.float32)
+            want = top_diff * mask
+            assert want.dtype == np.float32
+            np.testing.assert_array_equal(got[f"{key}_grad"].view(np.uint32), want.view(np.uint32), err_msg=key)
+        assert np.isnan(got["relu_x"]).any() and (np.signbit(got["relu_x"]) & (got["relu_x"] == 0)).any()
+
+
 def test_dropout_mask_is_seeded_not_threaded(runs):
     one, two = runs
     np.testing.assert_array_equal(one["dropout"], two["dropout"])
