@@ -120,9 +120,9 @@ def caffe_side(a) -> dict:
                                                                                         blob="fc7")])
     else:
         def run(fs, stages=None):
-            return predict.predict(clf, fs, mirror="both", blob="fc7", progress=False, batch=a.batch or predict.BATCH,
+            return predict.predict(clf, fs, mirror="both", blob="fc7", progress=False, batch=a.batch,
                                    workers=predict.WORKERS if a.workers is None else a.workers, stages=stages)
-    run(files[:(a.batch or predict.BATCH) // 2])  # warm-up: a whole batch, so that the timed run allocates nothing new
+    run(files[:a.batch // 2])  # warm-up: a whole batch, so that the timed run allocates nothing new
     t0 = time.perf_counter()
     feats = run(files) if a.side == "before" else run(files, stages)
     seconds = time.perf_counter() - t0
@@ -131,7 +131,7 @@ def caffe_side(a) -> dict:
         np.savez(a.dump_weights, **{f"{name}.{i}": b.data for name, blobs in clf.net.params.items()
                                     for i, b in enumerate(blobs)})
     return {"seconds": seconds, "images": len(files), "setup_s": setup, "stages": stages,
-            "batch": None if a.side == "before" else a.batch or predict.BATCH}
+            "batch": 10 if a.side == "before" else a.batch}
 
 
 # ---- PyTorch ------------------------------------------------------------------------------------------------------
@@ -231,13 +231,14 @@ def run_case(case, quick, work: Path) -> dict:
     listing.write_text("".join(f"{f}\n" for f in files))
     deploy, weights = make_net(case, folder)
     npz = folder / "weights.npz"
+    batch = predict.batch_size((1, 3, c["crop"], c["crop"]))  # inputs per forward pass, as the toolkit picks it
     rounds = []
     for r in range(1 if quick else ROUNDS):
         result = {}
         order = SIDES[r % 3:] + SIDES[:r % 3]  # who goes first changes from round to round
         for side in order:
             out = folder / f"{side}.npy"
-            common = ["--case", case, "--files", listing, "--out", out, "--batch", predict.BATCH]
+            common = ["--case", case, "--files", listing, "--out", out, "--batch", batch]
             if side == "torch":
                 if not npz.exists():  # the weights come from the Caffe net, dumped by a Caffe process
                     python_json(["bench.q2_features", "caffe", "--side", "toolkit", "--deploy", deploy, "--weights",
@@ -258,7 +259,7 @@ def run_case(case, quick, work: Path) -> dict:
     def stage_means(side):
         return {k: statistics.fmean(r[side]["stages"].get(k, 0.0) for r in rounds) for k in STAGES}
 
-    return {"name": c["name"], "images": n, "views": views, "batch": predict.BATCH, "workers": predict.WORKERS,
+    return {"name": c["name"], "images": n, "views": views, "batch": batch, "workers": predict.WORKERS,
             "rounds": rounds, "seconds": seconds,
             "images_per_s": {side: n / statistics.fmean(seconds[side]) for side in SIDES},
             "ratio_toolkit_over_torch": statistics.fmean(seconds["toolkit"]) / statistics.fmean(seconds["torch"]),
@@ -298,9 +299,13 @@ def run(quick, work):
                 table("Milliseconds per image (image + mirror image) by stage, means over the rounds",
                       ["case", "side", "decode", "resize", "waiting for the decoder", "transform (crop, mean, layout)",
                        "forward to fc7", "wall"], stage_rows,
-                      "Decode and resize run in the decoding thread, ahead of the net: they cost the wall time only "
-                      "as far as the main thread waits for them (`waiting`) or as they take CPU from the net (2 "
-                      "cores). Wall = waiting + transform + forward.")]}
+                      "Decode and resize: the decoding thread's time, ahead of the net; they cost wall time only as "
+                      "far as the main thread waits for them (`waiting`) or take CPU from the net. The toolkit's "
+                      "decoding thread also waits for Python's GIL, which pycaffe holds through a forward pass, so "
+                      "its decode and resize times include that wait. Wall = waiting + transform + forward. Inputs "
+                      "per forward pass: " + ", ".join(f"{r['batch']} ({r['name'].split(':')[0]})" for r in
+                                                       cases.values() if "batch" in r)
+                      + " (images and their mirror images), for both sides.")]}
 
 
 def main(argv=None):
@@ -317,7 +322,7 @@ def main(argv=None):
         ap.add_argument("--weights")
         ap.add_argument("--weights-npz")
         ap.add_argument("--dump-weights")
-        ap.add_argument("--batch", type=int)
+        ap.add_argument("--batch", type=int, required=True, help="inputs per forward pass (images + mirror images)")
         ap.add_argument("--workers", type=int)
         a = ap.parse_args(argv)
         print(json.dumps(caffe_side(a) if a.side_kind == "caffe" else torch_side(a)))

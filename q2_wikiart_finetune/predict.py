@@ -138,7 +138,11 @@ def crops(images, crop, oversample):
     return np.asarray([im[off:off + crop, off:off + crop] for im in images])
 
 
-BATCH = 50  # inputs per forward pass: 50 images, 25 with their mirror images, 5 with their 10 crops (bench/q2_features)
+# Inputs per forward pass: 50 at AlexNet's 3x227x227, more for smaller inputs, in proportion (256 at most): fewer
+# passes for a small net, whose per-pass costs (every layer's set-up and thread start) then weigh less. Measured with
+# bench/q2_features.py and the demo's predictions: 50 vs 10 at 227 crops, 250 vs 50 at the demo's 99 crops.
+BATCH_VALUES = 50 * 3 * 227 * 227
+MAX_BATCH = 256
 WORKERS = 1  # threads decoding the next batch while the net runs on this one
 
 
@@ -205,15 +209,20 @@ def _loaded(files, new_size, batch, workers):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=BATCH, progress=True, blob=None,
+def batch_size(input_shape) -> int:
+    """Inputs per forward pass for a net input of `input_shape` (N, C, H, W): see BATCH_VALUES."""
+    return max(1, min(MAX_BATCH, BATCH_VALUES // int(np.prod(input_shape[1:]))))
+
+
+def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=None, progress=True, blob=None,
             workers=WORKERS, stages=None) -> np.ndarray:
     """Class probabilities (N, classes), or the activations of `blob` (N, ...) for feature extraction.
     `mirror=True` runs the left-right mirror images instead; `mirror="both"`: the images, then their mirror images
     (2N rows), each image decoded once and its mirror image in the same forward pass (the cached-feature path
-    stores both). Each forward pass takes about `batch` inputs (images, mirror images, crops); the next batch of
-    images is decoded in `workers` threads meanwhile. The net runs only as far as `blob`'s last writer. `stages`:
-    a dict that gets the seconds spent decoding, resizing, waiting for the decoder, transforming (crop, mean,
-    layout) and in the net's forward pass."""
+    stores both). Each forward pass takes about `batch` inputs (images, mirror images, crops; default: batch_size of
+    the net's input); the next batch of images is decoded in `workers` threads meanwhile. The net runs only as far
+    as `blob`'s last writer. `stages`: a dict that gets the seconds spent decoding, resizing, waiting for the
+    decoder, transforming (crop, mean, layout) and in the net's forward pass."""
     files = list(files)
     both = mirror == "both"
     views = 2 if both else 1
@@ -225,7 +234,7 @@ def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=BAT
     timing = dict.fromkeys(("decode", "resize", "wait", "transform", "forward"), 0.0)
     if both and oversample:
         raise ValueError("mirror='both' and oversample: the 10 crops include mirror images already")
-    batch = max(1, batch // (views * per_image))  # images per step
+    batch = max(1, (batch or batch_size(data.data.shape)) // (views * per_image))  # images per step
     loaded = progress_iter(_loaded(files, clf.new_size, batch, workers), total=-(-len(files) // batch),
                            desc="predict", unit="batch", enabled=progress)
     while True:
