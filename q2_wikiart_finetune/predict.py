@@ -88,6 +88,10 @@ def resize(image, new_size):
     """An image from read_image resized to new_size x new_size as caffe.io.resize_image does it."""
     import caffe
 
+    if image.shape[:2] == (new_size, new_size):
+        # already that size (download_wikiart.py stores WikiArt at 256x256): resize_image would only rescale the values
+        # to 0..1 and back, which changes them by at most one unit in the last place
+        return image
     if image.shape[-1] == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
         # a grey picture (load_image repeats it into 3 channels): the channels are resized alike (the same minimum and
         # maximum, a zoom of 1 across channels), so resizing one and repeating it gives the same values, a third of

@@ -129,12 +129,12 @@ def one_at_a_time(clf, files, blob, mirror=False):
 def test_batched_extraction_gives_the_features_of_one_picture_at_a_time(tmp_path):
     """predict.predict (decoded in a thread, a batch of images and their mirror images in one pass, the net run to
     fc7's last writer) gives what one picture at a time through pycaffe gives, on real JPEGs of several sizes
-    (shrunk, enlarged, grey, not square) and a last batch that is not full."""
+    (shrunk, enlarged, grey, not square, already the net's size) and a last batch that is not full."""
     import skimage.data
     from PIL import Image
 
     pictures = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.camera(),
-                skimage.data.chelsea()[:40, :30], skimage.data.rocket()]
+                skimage.data.chelsea()[:40, :30], skimage.data.rocket()[:112, 200:312]]  # the last: already 112x112
     files = []
     for i, picture in enumerate(pictures):
         files.append(tmp_path / f"{i}.jpg")
