@@ -16,10 +16,10 @@ Two cases, both real pictures:
            (width 0.25), resized to 112, 99 crops
 
 Both sides decode in one thread that works a batch ahead while the net runs on the current batch (the
-toolkit: caffe.io.load_image, i.e. scikit-image/Pillow, and caffe.io.resize_image; PyTorch: Pillow and
-F.interpolate, bilinear, half-pixel centres, antialias when shrinking), then crop, subtract the mean,
-lay out BGR and run the image with its mirror image in one batch, with every thread count at --threads.
-Each side runs in its own process, in turn, for ROUNDS rounds; the ratios are taken within a round.
+toolkit: caffe.io.load_image, i.e. scikit-image/Pillow, and caffe.io.resize_image where the size changes;
+PyTorch: Pillow and F.interpolate, bilinear, half-pixel centres, antialias when shrinking), then crop,
+subtract the mean, lay out BGR and run the image with its mirror image in one batch, with every thread
+count at --threads. Each side runs in its own process, in turn, for ROUNDS rounds; the ratios are taken within a round.
 Weights are Caffe's fillers (speed does not depend on them), the same in both. The features are checked:
 the toolkit's against `before` (must agree to float rounding) and against PyTorch's (the same net; the
 resize differs at the image border: caffe.io.resize_image pads with zeros, F.interpolate repeats the edge).
