@@ -63,6 +63,9 @@ def stage_q2(repo, gpu):
     return transfer_demo.run(repo=repo, gpu=gpu)
 
 
+Q3_THREADS = 1  # Caffe's threads in the Q3 notebooks' kernels (see stage_q3)
+
+
 def stage_q3(repo, gpu):
     from q3_visualize_break import run_notebooks
 
@@ -75,7 +78,10 @@ def stage_q3(repo, gpu):
     if not stale:
         print("[demo] Q3 notebooks are up to date with the model")
         return out
-    run_notebooks.run_notebooks(out, str(card), gpu=gpu, only=[Path(n).stem for n in stale])
+    # One Caffe thread: the demo model's input-gradient steps (batch 1, 99x99, width 0.25) are too small to share
+    # between threads; with two, any other process taking a core leaves one thread waiting at every layer's barrier,
+    # and class-model-visualizations took 64 s instead of 4 s (a machine at load 4.4, measured side by side)
+    run_notebooks.run_notebooks(out, str(card), gpu=gpu, only=[Path(n).stem for n in stale], threads=Q3_THREADS)
     return out
 
 

@@ -39,6 +39,7 @@ BENCHMARKS = {  # name -> module under bench/, in the order they run and appear
     "q1_train": "q1_train",
     "data_path": "data_path",
     "transfer": "transfer",
+    "q2_features": "q2_features",
     "q3_loops": "q3_loops",
     "downloads": "downloads",
     "setup": "setup_time",
@@ -54,6 +55,7 @@ START, END = "<!-- bench:headline:start -->", "<!-- bench:headline:end -->"
 GOAL_OVER_TORCH = 0.85  # Caffe with OpenMP: at most 0.85x PyTorch's forward+backward time
 GOAL_Q1_SPEEDUP = 1.4  # Q1 per-variant training: at least 1.4x faster than stock Caffe
 GOAL_TRAIN_OVER_TIME_PCT = 10.0  # `caffe train` within 10% of `caffe time`
+GOAL_FEATURES_OVER_TORCH = 0.85  # Q2 feature extraction (JPEG to fc7, with mirror images): at most 0.85x PyTorch's time
 
 
 def fmt(value) -> str:
@@ -159,6 +161,21 @@ def goals(data) -> list[dict]:
                              f"training with Input layers){why}; the solver's update and the rest "
                              f"{w['solver_update_pct']:+.1f}% (Input-layer training against `caffe time`, "
                              f"{fmt(1000 * w['caffe_time_s'])} ms)"})
+    qf = b.get("q2_features", {}).get("cases", {}).get("wikiart")
+    if qf and "ratio_toolkit_over_torch" in qf:
+        ratio = qf["ratio_toolkit_over_torch"]
+        holds = ratio <= GOAL_FEATURES_OVER_TORCH
+        rounds = ", ".join(f"{v:.2f}" for v in qf["ratio_per_round"])
+        per = {side: {k: 1000 * v / qf["images"] for k, v in qf["stages"][side].items()} for side in qf["stages"]}
+        out.append({"goal": f"Q2 feature extraction, {qf['name']}, image + mirror image to fc7: Caffe (the toolkit's "
+                            "path) / PyTorch",
+                    "target": f"<= {GOAL_FEATURES_OVER_TORCH}", "measured": f"{ratio:.2f} (rounds {rounds})",
+                    "holds": holds, "by": "" if holds else f"needs {ratio / GOAL_FEATURES_OVER_TORCH:.2f}x less time",
+                    "limit": f"ms per image, Caffe / PyTorch: forward to fc7 {fmt(per['toolkit']['forward'])} / "
+                             f"{fmt(per['torch']['forward'])}, waiting for the decoder "
+                             f"{fmt(per['toolkit']['wait'])} / {fmt(per['torch']['wait'])}, transform "
+                             f"{fmt(per['toolkit']['transform'])} / {fmt(per['torch']['transform'])}; the toolkit "
+                             f"{qf['speedup_over_before']:.2f}x faster than its previous path"})
     return out
 
 
@@ -212,6 +229,12 @@ def _headline_rows(data) -> list[tuple[str, str]]:
         figure = f" ([figure](bench/{t['figure']}))" if t.get("figure") else ""
         rows.append((f"Q2 offline transfer task, validation accuracy and wall time per mode ({t.get('iterations')} "
                      "iterations)", reach + figure))
+    for c in b.get("q2_features", {}).get("cases", {}).values():
+        if "images_per_s" in c:
+            ips = c["images_per_s"]
+            rows.append((f"Q2 feature extraction, images (+ mirror images) per second, {c['name']}: before / now / "
+                         "PyTorch", f"{fmt(ips['before'])} / {fmt(ips['toolkit'])} / {fmt(ips['torch'])} "
+                         f"({c['ratio_toolkit_over_torch']:.2f}x PyTorch's time)"))
     q3 = b.get("q3_loops", {}).get("summary", {})
     if "class_visualization" in q3:
         cv = q3["class_visualization"]

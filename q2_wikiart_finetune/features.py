@@ -50,21 +50,20 @@ def extraction_net(task, pretrained, *, gpu=None, repo=paths.REPO, checked=False
 
 
 def extract(task, pretrained, list_file, out_lmdb, *, mirror=False, gpu=None, repo=paths.REPO, progress=True,
-            source=None, clf=None) -> int:
+            source=None, clf=None, stages=None) -> int:
     """Features of every image in `list_file` (and of its mirror image) into a float-Datum LMDB, its
     labels checked against the task's classes; `source` goes into the LMDB's manifest. `clf`: the
-    extraction_net to use (default: loaded here)."""
+    extraction_net to use (default: loaded here); `stages`: see predict.predict."""
     repo = Path(repo)
     files, labels = predict.read_list(repo / list_file, repo / task.image_root)
     if labels is None:
         raise ValueError(f"{list_file} has no labels: the cached-feature path trains on labelled lists")
     clf = clf or extraction_net(task, pretrained, gpu=gpu, repo=repo)
-    feats = [predict.predict(clf, files, blob=task.feature_blob, progress=progress)]
-    all_labels = list(labels)
-    if mirror:
-        feats.append(predict.predict(clf, files, mirror=True, blob=task.feature_blob, progress=progress))
-        all_labels += labels
-    features = np.concatenate(feats).reshape(len(all_labels), -1).astype(np.float32)
+    # each image decoded once; its mirror image (if asked for) goes through the net in the same batch
+    features = predict.predict(clf, files, mirror="both" if mirror else False, blob=task.feature_blob,
+                               progress=progress, stages=stages)
+    all_labels = list(labels) * (2 if mirror else 1)
+    features = features.reshape(len(all_labels), -1)
     order = np.random.RandomState(0).permutation(len(all_labels))  # the Data layer reads in key order
     lmdb_io.write_features(repo / out_lmdb, features[order], np.asarray(all_labels)[order],
                            num_classes=task.num_classes, source=source)

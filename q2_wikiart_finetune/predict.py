@@ -14,6 +14,7 @@ import argparse
 import csv
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,21 +71,43 @@ def load_classifier(deploy, weights, *, new_size, crop, mean, gpu=None, new_laye
     return Classifier(net, t, new_size, crop, net.outputs[-1])
 
 
-def load_images(files, new_size):
-    """RGB float images in 0..1, resized to new_size x new_size as the ImageData layer does."""
+def read_image(f):
+    """One RGB float image in 0..1, as caffe.io.load_image reads it; a file it cannot read is named, and said why."""
     import caffe
 
-    out = []
-    for f in files:
-        if Path(f).is_file() and Path(f).stat().st_size == 0:
-            check_image(f)  # before skimage's readers, which probe every plugin they know on an empty file
-        try:
-            img = caffe.io.load_image(str(f), color=True)
-        except Exception as e:  # noqa: BLE001 - the readers behind skimage raise many kinds
-            check_image(f)  # says what is wrong with the file, where skimage's readers give plugin advice
-            raise ValueError(f"cannot read image {f}: {e}") from None
-        out.append(caffe.io.resize_image(img, (new_size, new_size)))
-    return out
+    if Path(f).is_file() and Path(f).stat().st_size == 0:
+        check_image(f)  # before skimage's readers, which probe every plugin they know on an empty file
+    try:
+        return caffe.io.load_image(str(f), color=True)
+    except Exception as e:  # noqa: BLE001 - the readers behind skimage raise many kinds
+        check_image(f)  # says what is wrong with the file, where skimage's readers give plugin advice
+        raise ValueError(f"cannot read image {f}: {e}") from None
+
+
+def resize(image, new_size):
+    """An image from read_image resized to new_size x new_size as caffe.io.resize_image does it."""
+    import caffe
+
+    if image.shape[:2] == (new_size, new_size):
+        # already that size (download_wikiart.py stores WikiArt at 256x256): resize_image would only rescale the values
+        # to 0..1 and back, which changes them by at most one unit in the last place
+        return image
+    if image.shape[-1] == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+        # a grey picture (load_image repeats it into 3 channels): the channels are resized alike (the same minimum and
+        # maximum, a zoom of 1 across channels), so resizing one and repeating it gives the same values, a third of
+        # the work
+        return np.repeat(caffe.io.resize_image(image[..., :1], (new_size, new_size)), 3, axis=2)
+    return caffe.io.resize_image(image, (new_size, new_size))
+
+
+def load_image(f, new_size):
+    """read_image(f), resized to new_size x new_size."""
+    return resize(read_image(f), new_size)
+
+
+def load_images(files, new_size):
+    """RGB float images in 0..1, resized to new_size x new_size (load_image of each)."""
+    return [load_image(f, new_size) for f in files]
 
 
 def check_image(f):
@@ -119,27 +142,143 @@ def crops(images, crop, oversample):
     return np.asarray([im[off:off + crop, off:off + crop] for im in images])
 
 
-def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=10, progress=True,
-            blob=None) -> np.ndarray:
+# Inputs per forward pass: 50 at AlexNet's 3x227x227, more for smaller inputs, in proportion (256 at most): fewer
+# passes for a small net, whose per-pass costs (every layer's set-up and thread start) then weigh less. Measured with
+# bench/q2_features.py and the demo's predictions: 50 vs 10 at 227 crops, 250 vs 50 at the demo's 99 crops.
+BATCH_VALUES = 50 * 3 * 227 * 227
+MAX_BATCH = 256
+WORKERS = 1  # threads decoding the next batch while the net runs on this one
+
+
+def preprocess_into(transformer, pictures, out, input_name="data"):
+    """caffe.io.Transformer.preprocess of a whole batch of (H, W, C) pictures at once, written into `out` (N, C, H, W)
+    (the data blob): the transformer's own settings applied by the same float32 operations in the same order
+    (transpose, channel swap, raw scale, mean, input scale), so the values are the same, without a copy per image."""
+    t = transformer
+    x = np.asarray(pictures, dtype=np.float32)
+    if x.shape[1:3] != tuple(t.inputs[input_name][2:]):
+        raise ValueError(f"pictures of {x.shape[1]}x{x.shape[2]} for an input of "
+                         f"{t.inputs[input_name][2]}x{t.inputs[input_name][3]}")
+    transpose = t.transpose.get(input_name)
+    if transpose is not None:
+        x = x.transpose(0, *(axis + 1 for axis in transpose))
+    swap = t.channel_swap.get(input_name)
+    raw_scale = t.raw_scale.get(input_name)
+    for dst, src in enumerate(swap if swap is not None else range(x.shape[1])):
+        if raw_scale is not None:
+            np.multiply(x[:, src], raw_scale, out=out[:, dst])
+        else:
+            out[:, dst] = x[:, src]
+    mean = t.mean.get(input_name)
+    if mean is not None:
+        out -= mean
+    input_scale = t.input_scale.get(input_name)
+    if input_scale is not None:
+        out *= input_scale
+    return out
+
+
+def last_writer(net, blob) -> str | None:
+    """The last layer that writes `blob` (in-place ReLU and dropout on fc7 included): running the net to it gives
+    the blob its final values. None when no layer writes it."""
+    names = [name for name in net._layer_names if blob in net.top_names[name]]
+    return names[-1] if names else None
+
+
+def _loaded(files, new_size, batch, workers):
+    """(start, [(image, decode s, resize s)]) per batch of `files`; with workers, the next batch is decoded in
+    threads while the caller works on this one (JPEG decoding and numpy's arithmetic run without the GIL)."""
+    def load(f):
+        t0 = time.perf_counter()
+        image = read_image(f)
+        t1 = time.perf_counter()
+        image = resize(image, new_size)
+        return image, t1 - t0, time.perf_counter() - t1
+
+    starts = range(0, len(files), batch)
+    if workers < 1:
+        for start in starts:
+            yield start, [load(f) for f in files[start:start + batch]]
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    try:
+        pending = [pool.submit(load, f) for f in files[:batch]]
+        for start in starts:
+            done = [p.result() for p in pending]
+            pending = [pool.submit(load, f) for f in files[start + batch:start + 2 * batch]]
+            yield start, done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def batch_size(input_shape) -> int:
+    """Inputs per forward pass for a net input of `input_shape` (N, C, H, W): see BATCH_VALUES."""
+    return max(1, min(MAX_BATCH, BATCH_VALUES // int(np.prod(input_shape[1:]))))
+
+
+def predict(clf: Classifier, files, *, oversample=False, mirror=False, batch=None, progress=True, blob=None,
+            workers=WORKERS, stages=None) -> np.ndarray:
     """Class probabilities (N, classes), or the activations of `blob` (N, ...) for feature extraction.
-    `mirror` runs the left-right mirror images instead (the cached-feature path stores both)."""
+    `mirror=True` runs the left-right mirror images instead; `mirror="both"`: the images, then their mirror images
+    (2N rows), each image decoded once and its mirror image in the same forward pass (the cached-feature path
+    stores both). Each forward pass takes about `batch` inputs (images, mirror images, crops; default: batch_size of
+    the net's input); the next batch of images is decoded in `workers` threads meanwhile. The net runs only as far
+    as `blob`'s last writer. `stages`: a dict that gets the seconds spent decoding, resizing, waiting for the
+    decoder, transforming (crop, mean, layout) and in the net's forward pass."""
     files = list(files)
+    both = mirror == "both"
+    views = 2 if both else 1
     per_image = 10 if oversample else 1
-    out = []
-    for start in progress_iter(range(0, len(files), batch), desc="predict", unit="batch", enabled=progress):
-        images = load_images(files[start:start + batch], clf.new_size)
+    name = blob or clf.output
+    end = last_writer(clf.net, name)
+    data = clf.net.blobs["data"]
+    out = None
+    timing = dict.fromkeys(("decode", "resize", "wait", "transform", "forward"), 0.0)
+    if both and oversample:
+        raise ValueError("mirror='both' and oversample: the 10 crops include mirror images already")
+    batch = max(1, (batch or batch_size(data.data.shape)) // (views * per_image))  # images per step
+    loaded = progress_iter(_loaded(files, clf.new_size, batch, workers), total=-(-len(files) // batch),
+                           desc="predict", unit="batch", enabled=progress)
+    while True:
+        t0 = time.perf_counter()
+        start, done = next(loaded, (None, None))
+        if start is None:
+            break
+        timing["wait"] += time.perf_counter() - t0  # the decoder's time not hidden behind the net's
+        t0 = time.perf_counter()
+        images = [d[0] for d in done]
+        timing["decode"] += sum(d[1] for d in done)
+        timing["resize"] += sum(d[2] for d in done)
         cropped = crops(images, clf.crop, oversample)
-        if mirror:  # the crop mirrored, as Caffe's transform_param does it
-            cropped = [c[:, ::-1] for c in cropped]
-        x = np.asarray([clf.transformer.preprocess("data", c) for c in cropped])
-        clf.net.blobs["data"].reshape(*x.shape)
-        clf.net.blobs["data"].data[...] = x
-        # the whole net, not forward(end=...): in-place layers (relu7 on fc7) must run for a blob to
-        # hold what the next layer sees
-        clf.net.forward()
-        result = clf.net.blobs[blob or clf.output].data.copy()
-        out.append(result.reshape(len(images), per_image, *result.shape[1:]).mean(axis=1))
-    return np.concatenate(out)
+        if mirror is True:  # the crop mirrored, as Caffe's transform_param does it
+            cropped = cropped[:, :, ::-1]
+        n = len(cropped)
+        shape = (n * views, *data.data.shape[1:])
+        if data.data.shape != shape:
+            data.reshape(*shape)
+        preprocess_into(clf.transformer, cropped, data.data[:n])
+        if both:  # the mirror image's input is the image's input mirrored (every step is per pixel)
+            data.data[n:] = data.data[:n, :, :, ::-1]
+        t1 = time.perf_counter()
+        timing["transform"] += t1 - t0
+        # to the blob's last writer, not forward(end=blob): in-place layers (relu7 on fc7) must run for a blob
+        # to hold what the next layer sees
+        clf.net.forward(end=end)
+        result = clf.net.blobs[name].data
+        k = len(images)
+        result = result.reshape(views, k, per_image, *result.shape[1:]).mean(axis=2)
+        if out is None:
+            out = np.empty((views, len(files), *result.shape[2:]), np.float32)
+        out[:, start:start + k] = result
+        timing["forward"] += time.perf_counter() - t1
+    if out is None:
+        return np.empty((0,), np.float32)
+    if stages is not None:
+        for key, value in timing.items():
+            stages[key] = stages.get(key, 0.0) + value
+    return out.reshape(views * len(files), *out.shape[2:])
 
 
 def list_root(list_file, entries) -> Path:

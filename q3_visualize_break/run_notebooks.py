@@ -70,9 +70,15 @@ class NotebookError(ToolkitError, RuntimeError):
     """A notebook cell failed; the message names the notebook, the cell and the error."""
 
 
-def kernel_env(out: Path, model: str, fast: bool, gpu, weights=None) -> dict:
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def kernel_env(out: Path, model: str, fast: bool, gpu, weights=None, threads=None) -> dict:
+    """The kernel's environment; `threads`: Caffe's OpenMP and BLAS threads (None: as this process has them)."""
     env = dict(os.environ)
     env.update(Q3_MODEL=str(model), Q3_FAST="1" if fast else "", Q3_OUT=str(out), GLOG_minloglevel="2")
+    if threads:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     if gpu is not None:
         env["GPU"] = str(gpu)
     if weights:
@@ -128,9 +134,11 @@ def commit_executed(executed) -> list:
     return copied
 
 
-def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeout=3600, weights=None) -> list:
+def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeout=3600, weights=None,
+                  threads=None) -> list:
     """Execute the notebooks (all, or those named in `only`); returns the executed copies' paths.
-    `weights`: a BVLC AlexNet .caffemodel the user has, for model bvlc_alexnet (and auto)."""
+    `weights`: a BVLC AlexNet .caffemodel the user has, for model bvlc_alexnet (and auto); `threads`: Caffe's
+    OpenMP/BLAS threads in the kernels (default: as this process has them)."""
     out = Path(out) if out else paths.RESULTS / "q3"
     out = (out if out.is_absolute() else Path.cwd() / out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +153,7 @@ def run_notebooks(out=None, model="auto", fast=False, gpu=None, only=None, timeo
         check_gpu(gpu)  # a CPU-only build: say so (DeviceError, a ValueError) before a kernel starts
     if weights and not Path(weights).is_file():
         raise ValueError(f"--weights {weights}: no such file. Fix: give the path of your bvlc_alexnet.caffemodel")
-    env = kernel_env(out, model, fast, gpu, weights)
+    env = kernel_env(out, model, fast, gpu, weights, threads)
     executed = []
     for name in names:
         start = time.time()
@@ -170,6 +178,8 @@ def main(argv=None):
                          f"${WEIGHTS_ENV}, "
                          "else models/bvlc_alexnet/bvlc_alexnet.caffemodel)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds a single cell may run (default 3600)")
+    ap.add_argument("--threads", type=int, help="Caffe's OpenMP/BLAS threads in the kernels (default: "
+                                                "$OMP_NUM_THREADS, else every core)")
     ap.add_argument("--commit", action="store_true",
                     help=f"copy the executed notebooks over the committed q3_visualize_break/*.ipynb (each at most "
                          f"{SIZE_BUDGET / 1e6:.1f} MB)")
@@ -189,7 +199,7 @@ def main(argv=None):
             sys.exit(1)
         return
     with exit_on(ValueError):
-        executed = run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout, a.weights)
+        executed = run_notebooks(a.out, a.model, a.fast, a.gpu, a.only, a.timeout, a.weights, a.threads)
         if a.commit:
             for path in commit_executed(executed):
                 print(f"[q3] committed copy: {path}")

@@ -110,6 +110,58 @@ def test_committed_q2_and_demo_prototxts_equal_the_generators():
                 assert committed.read_text() == text, f"{committed} differs from the generator's output"
 
 
+def one_at_a_time(clf, files, blob, mirror=False):
+    """What the extraction computed before it was batched: each picture by itself through caffe.io (load_image,
+    resize_image, the centre crop, Transformer.preprocess), the whole net, the mirror images decoded again."""
+    out = []
+    for f in files:
+        picture = caffe.io.resize_image(caffe.io.load_image(str(f)), (clf.new_size, clf.new_size))
+        off = (clf.new_size - clf.crop) // 2
+        crop = picture[off:off + clf.crop, off:off + clf.crop]
+        x = clf.transformer.preprocess("data", crop[:, ::-1] if mirror else crop)
+        clf.net.blobs["data"].reshape(1, *x.shape)
+        clf.net.blobs["data"].data[...] = x
+        clf.net.forward()
+        out.append(clf.net.blobs[blob].data[0].copy())
+    return np.asarray(out)
+
+
+def test_batched_extraction_gives_the_features_of_one_picture_at_a_time(tmp_path):
+    """predict.predict (decoded in a thread, a batch of images and their mirror images in one pass, the net run to
+    fc7's last writer) gives what one picture at a time through pycaffe gives, on real JPEGs of several sizes
+    (shrunk, enlarged, grey, not square, already the net's size) and a last batch that is not full."""
+    import skimage.data
+    from PIL import Image
+
+    pictures = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.camera(),
+                skimage.data.chelsea()[:40, :30], skimage.data.rocket()[:112, 200:312]]  # the last: already 112x112
+    files = []
+    for i, picture in enumerate(pictures):
+        files.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(picture).save(files[-1], "JPEG", quality=90)
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(alexnet.deploy(batch_size=1, width=0.25, crop=99, num_classes=5)))
+    weights = tmp_path / "w.caffemodel"
+    caffe.Net(str(deploy), caffe.TEST).save(str(weights))  # Caffe's fillers
+    clf = predict.load_classifier(deploy, weights, new_size=112, crop=99, mean=[104.0, 117.0, 123.0], checked=True)
+    want = np.concatenate([one_at_a_time(clf, files, "fc7"), one_at_a_time(clf, files, "fc7", mirror=True)])
+    assert (want > 0).any() and not np.array_equal(want[:5], want[5:]), "fc7 of real pictures, mirrors differ"
+    scale = np.abs(want).max()
+    for workers in (0, 1):
+        got = predict.predict(clf, files, mirror="both", blob="fc7", batch=4, workers=workers, progress=False)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * scale)
+    mirrored = predict.predict(clf, files, mirror=True, blob="fc7", batch=3, progress=False)
+    np.testing.assert_allclose(mirrored, want[5:], rtol=1e-5, atol=1e-6 * scale)
+    probs = one_at_a_time(clf, files, clf.output)
+    np.testing.assert_allclose(predict.predict(clf, files, progress=False), probs, rtol=1e-5, atol=1e-7)
+    # the batch transform is the Transformer's, value for value
+    picture = caffe.io.resize_image(caffe.io.load_image(str(files[1])), (99, 99))
+    batch = np.empty((2, 3, 99, 99), np.float32)
+    predict.preprocess_into(clf.transformer, [picture, picture[:, ::-1]], batch)
+    assert np.array_equal(batch[0], clf.transformer.preprocess("data", picture))
+    assert np.array_equal(batch[1], clf.transformer.preprocess("data", picture[:, ::-1]))
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The Fashion-MNIST transfer demo end to end at a tiny size: every mode, real binary, real data."""

@@ -400,7 +400,7 @@ def test_notebook_scripts_fail_the_check_when_they_drift(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_notebooks_execute_end_to_end_on_a_tiny_model(tiny_card, tmp_path):
     out = tmp_path / "q3"
-    executed = run_notebooks.run_notebooks(out=out, model=str(tiny_card), fast=True)
+    executed = run_notebooks.run_notebooks(out=out, model=str(tiny_card), fast=True, threads=1)  # as make demo does
     assert [p.name for p in executed] == list(run_notebooks.NOTEBOOKS)
     for path in executed:
         nb = nbformat.read(path, as_version=4)
@@ -415,6 +415,13 @@ def test_notebooks_execute_end_to_end_on_a_tiny_model(tiny_card, tmp_path):
                    "saliency-sanity", "fooling-images", "fooling-history"):
         assert (out / f"{figure}.png").stat().st_size > 1000, figure
     assert (out / "fooling-evaluation.md").exists() and (out / "fooling-evaluation.csv").exists()
+
+
+def test_the_kernels_get_the_thread_count_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    env = run_notebooks.kernel_env(tmp_path, "demo", False, None, threads=1)
+    assert [env[k] for k in run_notebooks.THREAD_VARIABLES] == ["1", "1", "1"]
+    assert run_notebooks.kernel_env(tmp_path, "demo", False, None)["OMP_NUM_THREADS"] == "2"  # else as it was
 
 
 @pytest.mark.slow
