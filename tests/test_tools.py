@@ -100,7 +100,8 @@ def test_parse_log_known_answer_across_new_year():
 @pytest.mark.slow
 def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     net = two_test_net(small_lmdb / "train_lmdb", small_lmdb / "test_lmdb", tmp_path / "net.prototxt")
-    solver = solver_for(tmp_path, net, max_iter=400, test_interval=100)
+    max_iter = 3000  # ~2 s of training: SIGINT arrives long before the end
+    solver = solver_for(tmp_path, net, max_iter=max_iter, test_interval=100)
     log = tmp_path / "train.log"
     cmd = [sys.executable, "-m", "tools.caffe_runner", str(solver), "--log", str(log)]
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -113,20 +114,20 @@ def test_interrupted_training_resumes_to_max_iter(tmp_path, small_lmdb):
     snaps = list(tmp_path.glob("snap_iter_*.solverstate"))
     assert len(snaps) == 1, "Caffe snapshots when SIGINT stops it"
     stopped_at = snapshots.latest_snapshot(solver)[1]
-    assert 40 <= stopped_at < 400
+    assert 40 <= stopped_at < max_iter
 
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert f"iterations {stopped_at}..400" in second.stdout
+    assert f"iterations {stopped_at}..{max_iter}" in second.stdout
     text = log.read_text()
     assert "Resuming from" in text
     table = parse_log(log).train
     iters = [r["NumIters"] for r in table]
-    assert iters == list(range(0, 400, 5)), "one row per display, no gaps or repeats across the resume"
-    assert snapshots.latest_snapshot(solver)[1] == 400
+    assert iters == list(range(0, max_iter, 5)), "one row per display, no gaps or repeats across the resume"
+    assert snapshots.latest_snapshot(solver)[1] == max_iter
     # a third call finds training complete and runs nothing
     again = caffe_runner.train(solver, log, progress=False)
-    assert again.already_done and again.final_iter == 400
+    assert again.already_done and again.final_iter == max_iter
 
 
 @pytest.mark.slow
