@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import caffe_log, locks, paths, preflight, snapshots
-from tools.cli import WRITE_FAILED, disk_full_line, disk_is_full, exit_on
+from tools.cli import caffe_disk_full, disk_full_line, disk_is_full, exit_on
 from tools.errors import ToolkitError
 from tools.fileio import move_aside
 from tools.preflight import InputError
@@ -193,8 +193,9 @@ def run(args, log, *, cwd=paths.REPO, total=None, initial=0, desc="caffe", progr
         raise TrainingInterrupted(f"{how}: Caffe saved a snapshot and stopped; {next_step}")
     if returncode != 0:
         # Caffe and LMDB fail a write on a full disk with their own words, not ENOSPC: say what it was
+        # (no fatal line at all: it was lost to the full disk with the rest of the log)
         for target in (log, *map(Path, writes)):
-            if disk_is_full(target.parent) and (fatal is None or any(words in fatal for words in WRITE_FAILED)):
+            if (fatal is None and disk_is_full(target.parent)) or caffe_disk_full(fatal, target):
                 raise OSError(errno.ENOSPC, f"caffe {args[0]} could not write there (log {log})", str(target))
     if returncode < 0 and not (fatal and returncode == -signal.SIGABRT):  # a CHECK failure aborts: quoted below
         sig = signal.Signals(-returncode)
