@@ -17,33 +17,43 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 
-def random_homography(rng, height, width, rotation=0.0, shear=0.0, scale=(1.0, 1.0), perspective=0.0):
-    """A 3x3 matrix mapping output pixel (x, y, 1) to input coordinates, centred on the image."""
+def random_homographies(rng, count, height, width, rotation=0.0, shear=0.0, scale=(1.0, 1.0), perspective=0.0):
+    """count 3x3 matrices, each mapping output pixel (x, y, 1) to input coordinates, centred on the image.
+
+    Drawn for the whole batch at once, in the order one image at a time would draw them (rotation, scale, shear,
+    two perspective tilts): rng.uniform(low, high) is low + (high - low) * random_sample(), so the same seed gives
+    the same warps, bit for bit, as drawing them image by image."""
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    angle = np.deg2rad(rng.uniform(-rotation, rotation))
-    s = rng.uniform(*scale)
-    k = rng.uniform(-shear, shear)
+    u = rng.random_sample((count, 5))
+    angle = np.deg2rad(-rotation + (rotation - -rotation) * u[:, 0])
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    k = -shear + (shear - -shear) * u[:, 2]
+    tilt = (-perspective + (perspective - -perspective) * u[:, 3:5]) / np.array([width, height])
+    eye = np.broadcast_to(np.eye(3), (count, 3, 3))
     # Output -> input: undo the forward warp (scale, shear, rotate), so invert them in reverse order.
-    rot = np.array([[np.cos(angle), np.sin(angle), 0], [-np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    shr = np.array([[1, -k, 0], [0, 1, 0], [0, 0, 1]])
-    scl = np.diag([1 / s, 1 / s, 1])
+    rot, shr, scl, persp = eye.copy(), eye.copy(), eye.copy(), eye.copy()
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = np.cos(angle), np.sin(angle), -np.sin(angle), np.cos(angle)
+    shr[:, 0, 1] = -k
+    scl[:, 0, 0] = scl[:, 1, 1] = 1 / s
     # Perspective: a small random tilt, in units of the image size.
-    persp = np.eye(3)
-    persp[2, :2] = rng.uniform(-perspective, perspective, size=2) / np.array([width, height])
+    persp[:, 2, :2] = tilt
     to_centre = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
     back = np.array([[1, 0, cx], [0, 1, cy], [0, 0, 1]])
     return back @ persp @ scl @ shr @ rot @ to_centre
 
 
-def warp(image_chw, matrix):
-    """Resample a CHW float image through `matrix` (output pixel -> input coordinates), bilinear, zero outside."""
-    c, h, w = image_chw.shape
+def warp(images, matrices):
+    """Resample NCHW float images, each through its matrix (output pixel -> input coordinates), bilinear, zero
+    outside. The coordinates of the whole batch in one product; the resampling one image plane at a time."""
+    n, c, h, w = images.shape
     ys, xs = np.mgrid[0:h, 0:w]
-    pts = matrix @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])
-    src_x, src_y = pts[0] / pts[2], pts[1] / pts[2]
-    out = np.empty_like(image_chw)
-    for ch in range(c):
-        out[ch] = map_coordinates(image_chw[ch], [src_y, src_x], order=1, mode="constant", cval=0.0).reshape(h, w)
+    pts = matrices @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])
+    src_x, src_y = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
+    out = np.empty_like(images)
+    for i in range(n):
+        for ch in range(c):
+            out[i, ch] = map_coordinates(images[i, ch], [src_y[i], src_x[i]], order=1, mode="constant",
+                                         cval=0.0).reshape(h, w)
     return out
 
 
@@ -64,10 +74,9 @@ class RandomWarp(caffe.Layer):
 
     def forward(self, bottom, top):
         batch = bottom[0].data
-        _, _, h, w = batch.shape
+        n, _, h, w = batch.shape
         # Build the whole batch first: top may be the same blob as bottom (in place).
-        warped = np.stack([warp(img, random_homography(self.rng, h, w, **self.params)) for img in batch])
-        top[0].data[...] = warped
+        top[0].data[...] = warp(batch, random_homographies(self.rng, n, h, w, **self.params))
 
     def backward(self, top, propagate_down, bottom):
         pass  # it sits on the data layer: nothing below it learns

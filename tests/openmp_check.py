@@ -9,7 +9,9 @@ so that convolution runs its images in parallel, through Convolution (grouped, p
 It saves the input, every blob, the data gradient of L = sum(output * R) for a fixed R, every
 parameter gradient, finite differences of L at sampled pixels, and a TRAIN-phase Dropout mask. Apart:
 ReLU's backward pass on a blob large enough for the parallel loop, in place (negative_slope 0) and not
-(negative_slope 0.1), on inputs with zeros, signed zeros and NaN (patch 0018 compiles it branch-free).
+(negative_slope 0.1), on inputs with zeros, signed zeros and NaN (patch 0018 compiles it branch-free); the
+Im2col layer (im2col and col2im, patches 0016 and 0019) in strides, paddings and dilations; LRN in a TRAIN and a
+TEST net (patch 0023).
 """
 
 import sys
@@ -92,6 +94,8 @@ def main(out):
     dnet.forward()
     saved["dropout"] = dnet.blobs["drop"].data.copy()
     saved |= relu_backward(Path(out).with_name("relu.prototxt"), rng)
+    saved |= im2col_layers(Path(out).with_name("im2col.prototxt"), rng)
+    saved |= lrn_phases(Path(out).with_name("lrn.prototxt"), rng)
     np.savez(out, **saved)
 
 
@@ -124,6 +128,72 @@ def relu_backward(path: Path, rng) -> dict:
         net.blobs[top].diff[...] = top_diff
         net.backward()
         out[f"{key}_grad"] = net.blobs["data"].diff.copy()
+    return out
+
+
+# (name, input shape, convolution_param) for the Im2col layer, which runs im2col_cpu forward and col2im_cpu
+# backward, outside any parallel loop (so with 2 threads they share out their rows): AlexNet's conv1 (a strided
+# chain, patch 0019), a padded stride-1 chain, stride 2 with padding, a kernel narrower than its stride (no chain),
+# dilation (no chain), a rectangular kernel with padding wider than it (whole output columns in the padding)
+IM2COL_CASES = (
+    ("conv1", (2, 3, 35, 35), dict(kernel_size=11, stride=4)),
+    ("pad2", (1, 4, 11, 11), dict(kernel_size=5, pad=2)),
+    ("stride2", (2, 2, 13, 12), dict(kernel_size=3, stride=2, pad=1)),
+    ("narrow", (1, 3, 14, 14), dict(kernel_size=2, stride=3)),
+    ("dilated", (1, 2, 12, 12), dict(kernel_size=3, dilation=2, pad=2)),
+    ("rect", (2, 2, 9, 10), dict(kernel_h=3, kernel_w=5, stride_h=1, stride_w=2, pad_h=1, pad_w=6)),
+)
+
+
+def im2col_layers(path: Path, rng) -> dict:
+    """Each IM2COL_CASES layer's output and its data gradient for an integer-valued top gradient (so that
+    col2im's sums are exact in float32 whatever their order)."""
+    import caffe
+    from caffe import layers as L
+
+    out = {}
+    for name, shape, conv in IM2COL_CASES:
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=list(shape)))
+        n.col = L.Im2col(n.data, convolution_param=conv)
+        proto = n.to_proto()
+        proto.force_backward = True
+        path.write_text(str(proto))
+        net = caffe.Net(str(path), caffe.TEST)
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        top_diff = rng.randint(-8, 9, net.blobs["col"].data.shape).astype(np.float32)
+        net.blobs["data"].data[...] = x
+        net.forward()
+        net.blobs["col"].diff[...] = top_diff
+        net.backward()
+        out |= {f"im2col_{name}_x": x, f"im2col_{name}_col": net.blobs["col"].data.copy(),
+                f"im2col_{name}_top_diff": top_diff, f"im2col_{name}_grad": net.blobs["data"].diff.copy()}
+    return out
+
+
+def lrn_phases(path: Path, rng) -> dict:
+    """Cross-channel LRN's output and data gradient in a TRAIN and in a TEST net (patch 0023 keeps the forward
+    pass's powers for backward in TRAIN only), on a batch of 3 (the parallel loop over images)."""
+    import caffe
+    from caffe import layers as L
+
+    shape = (3, 7, 6, 5)
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(shape)))
+    n.norm = L.LRN(n.data, local_size=5, alpha=1e-1, beta=0.75, k=2.0)
+    proto = n.to_proto()
+    proto.force_backward = True
+    path.write_text(str(proto))
+    x = rng.uniform(-2, 2, shape).astype(np.float32)
+    top_diff = rng.uniform(-1, 1, shape).astype(np.float32)
+    out = {"lrn_x": x, "lrn_top_diff": top_diff}
+    for phase, name in ((caffe.TRAIN, "train"), (caffe.TEST, "test")):
+        net = caffe.Net(str(path), phase)
+        net.blobs["data"].data[...] = x
+        net.forward()
+        net.blobs["norm"].diff[...] = top_diff
+        net.backward()
+        out |= {f"lrn_{name}_top": net.blobs["norm"].data.copy(), f"lrn_{name}_grad": net.blobs["data"].diff.copy()}
     return out
 
 

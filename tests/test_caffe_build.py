@@ -10,6 +10,7 @@ import pytest
 from caffe import layers as L
 from caffe import params as P
 from conftest import write_prototxt
+from PIL import Image
 
 from tools import caffe_runner, paths
 from tools.parse_log import parse_log
@@ -127,7 +128,6 @@ def test_data_layer_transform_center_crop_and_random_crops(tmp_path, fashion):
 
 
 def test_image_data_layer_reads_jpegs_in_bgr(tmp_path):
-    from PIL import Image
 
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :24, 0] = 250  # left half red
@@ -148,6 +148,60 @@ def test_image_data_layer_reads_jpegs_in_bgr(tmp_path):
     # OpenCV decodes to BGR: channel 2 is red on the left, channel 0 is blue on the right
     assert data[0, 2, :, :20].mean() > 200 and data[0, 0, :, :20].mean() < 30
     assert data[0, 0, :, 28:].mean() > 200 and data[0, 2, :, 28:].mean() < 30
+
+
+def image_data_transform_candidates(bgr, crop, mean, scale):
+    """Every output DataTransformer may give for one image (H x W x C bytes, as OpenCV reads it): each crop offset,
+    mirrored or not, with Caffe's float arithmetic (pixel - mean) * scale; mean is per channel or a C x H x W
+    image. Returns {(h_off, w_off, mirrored): C x crop x crop float32}."""
+    h, w, _ = bgr.shape
+    chw = bgr.transpose(2, 0, 1).astype(np.float32)
+    full = (chw - np.asarray(mean, np.float32).reshape(-1, 1, 1) if np.ndim(mean) == 1 else chw - mean) \
+        * np.float32(scale)
+    return {(i, j, m): (out[:, :, ::-1] if m else out) for i in range(h - crop + 1) for j in range(w - crop + 1)
+            for m in (False, True) for out in [full[:, i:i + crop, j:j + crop]]}
+
+
+@pytest.mark.parametrize("mean", ["values", "file", "none"])
+def test_image_data_transform_is_caffes_arithmetic_to_the_bit(tmp_path, rng, mean):
+    """Patch 0022 writes ImageData's crop, mirror, mean and scale row by row: every image of several TRAIN batches
+    must be, bit for bit, one of the crops (at some offset, mirrored or not) that the definition allows, both
+    mirrored and plain ones must occur, and in TEST the centre crop; for colour and grey PNGs."""
+    for color in (True, False):
+        channels = 3 if color else 1
+        images = rng.randint(0, 256, (6, 13, 17, channels)).astype(np.uint8)
+        for i, img in enumerate(images):
+            Image.fromarray(img if color else img[:, :, 0]).save(tmp_path / f"{color}{i}.png")
+        (tmp_path / f"{color}.txt").write_text("".join(f"{color}{i}.png {i}\n" for i in range(len(images))))
+        bgr = images[:, :, :, ::-1]  # OpenCV's channel order
+        transform = dict(crop_size=9, mirror=True, scale=0.25)
+        if mean == "values":
+            means = [11.5, 100.25, 3.0][:channels]
+            transform["mean_value"] = means
+        elif mean == "file":
+            means = rng.uniform(0, 255, (channels, 13, 17)).astype(np.float32)
+            blob = caffe.io.array_to_blobproto(means[None])
+            (tmp_path / f"{color}.binaryproto").write_bytes(blob.SerializeToString())
+            transform["mean_file"] = str(tmp_path / f"{color}.binaryproto")
+        else:
+            means = [0.0] * channels
+        seen = set()
+        for phase in (caffe.TRAIN, caffe.TEST):
+            n = caffe.NetSpec()
+            n.data, n.label = L.ImageData(source=str(tmp_path / f"{color}.txt"), root_folder=str(tmp_path) + "/",
+                                          batch_size=3, is_color=color, transform_param=transform, ntop=2)
+            net = caffe.Net(str(write_prototxt(tmp_path / "net.prototxt", n.to_proto())), phase)
+            for _ in range(8 if phase == caffe.TRAIN else 2):
+                net.forward()
+                for out, label in zip(net.blobs["data"].data, net.blobs["label"].data, strict=True):
+                    found = [key for key, want in image_data_transform_candidates(bgr[int(label)], 9, means,
+                                                                                  0.25).items()
+                             if want.tobytes() == out.tobytes()]
+                    assert found, f"image {int(label)} ({mean}, colour {color}): no allowed crop gives this output"
+                    if phase == caffe.TEST:  # the centre crop (Caffe mirrors in TEST too when asked to)
+                        assert any(key[:2] == (2, 4) for key in found), found
+                    seen.add(found[0][2])
+        assert seen == {False, True}, "both mirrored and plain crops occurred"
 
 
 PY_LAYER = '''

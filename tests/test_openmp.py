@@ -132,6 +132,63 @@ def test_relu_backward_is_stock_arithmetic_to_the_bit(runs):
         assert np.isnan(got["relu_x"]).any() and (np.signbit(got["relu_x"]) & (got["relu_x"] == 0)).any()
 
 
+def im2col_reference(x, conv):
+    """Caffe's column buffer by its definition: row (c, i, j) holds the image at (i * dilation - pad + oh * stride,
+    j * dilation - pad + ow * stride), zero outside; and the map from a column-buffer index to an image index."""
+    n, c, h, w = x.shape
+    kh, kw = conv.get("kernel_h", conv.get("kernel_size")), conv.get("kernel_w", conv.get("kernel_size"))
+    sh, sw = conv.get("stride_h", conv.get("stride", 1)), conv.get("stride_w", conv.get("stride", 1))
+    ph, pw = conv.get("pad_h", conv.get("pad", 0)), conv.get("pad_w", conv.get("pad", 0))
+    d = conv.get("dilation", 1)
+    oh, ow = (h + 2 * ph - (d * (kh - 1) + 1)) // sh + 1, (w + 2 * pw - (d * (kw - 1) + 1)) // sw + 1
+    ch, i, j, y, z = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), np.arange(oh), np.arange(ow),
+                                 indexing="ij")
+    rows, cols = i * d - ph + y * sh, j * d - pw + z * sw
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    col = np.where(inside, x[:, ch, rows.clip(0, h - 1), cols.clip(0, w - 1)], 0).reshape(n, c * kh * kw, oh, ow)
+    return col, (ch, rows, cols, inside)
+
+
+def test_im2col_and_col2im_copy_and_add_exactly_what_their_definition_says(runs):
+    """Patch 0019 fills strided rows from their neighbours and drops the border tests: the column buffer must hold
+    exactly the image's values (or zero) where the definition puts them, and the data gradient the exact sum of the
+    column gradients mapped back (integer-valued, so exact in any order), with 1 and 2 threads."""
+    from openmp_check import IM2COL_CASES
+
+    for got in runs:
+        for name, _, conv in IM2COL_CASES:
+            x, top_diff = got[f"im2col_{name}_x"], got[f"im2col_{name}_top_diff"]
+            col, (ch, rows, cols, inside) = im2col_reference(x, conv)
+            np.testing.assert_array_equal(got[f"im2col_{name}_col"], col, err_msg=name)
+            assert (col == 0).any() or name in ("conv1", "narrow"), f"{name}: the case reaches the padding"
+            grad = np.zeros_like(x)
+            for n in range(x.shape[0]):
+                np.add.at(grad[n], (ch[inside], rows[inside], cols[inside]), top_diff[n].reshape(ch.shape)[inside])
+            np.testing.assert_array_equal(got[f"im2col_{name}_grad"], grad, err_msg=name)
+
+
+def test_lrn_in_training_keeps_its_powers_without_changing_a_bit(runs):
+    """Patch 0023: a TRAIN net's LRN reuses the forward pass's scale ^ -beta in its backward pass; a TEST net
+    computes it again. Both must give the same top and data gradient to the bit, with 1 and 2 threads, and that
+    gradient must be LRN's (finite differences of sum(top * R) in float64 numpy)."""
+    for got in runs:
+        for key in ("top", "grad"):
+            np.testing.assert_array_equal(got[f"lrn_train_{key}"].view(np.uint32),
+                                          got[f"lrn_test_{key}"].view(np.uint32), err_msg=key)
+    x, r = runs[0]["lrn_x"].astype(np.float64), runs[0]["lrn_top_diff"].astype(np.float64)
+
+    def lrn(v):
+        sq = np.pad(v ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
+        return v * (2.0 + 0.1 / 5 * sum(sq[:, i:i + v.shape[1]] for i in range(5))) ** -0.75
+
+    np.testing.assert_allclose(runs[0]["lrn_train_top"], lrn(x), rtol=1e-5, atol=1e-6)
+    for c in [(0, 0, 0, 0), (1, 3, 2, 4), (2, 6, 5, 1), (1, 1, 3, 0)]:
+        step = np.zeros_like(x)
+        step[c] = 1e-4
+        fd = ((lrn(x + step) * r).sum() - (lrn(x - step) * r).sum()) / 2e-4
+        assert abs(runs[0]["lrn_train_grad"][c] - fd) <= 1e-4 + 1e-3 * abs(fd), (c, runs[0]["lrn_train_grad"][c], fd)
+
+
 def test_dropout_mask_is_seeded_not_threaded(runs):
     one, two = runs
     np.testing.assert_array_equal(one["dropout"], two["dropout"])

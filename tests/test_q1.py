@@ -155,16 +155,37 @@ def test_warp_layer_keeps_labels_and_shapes_and_changes_pixels(tmp_path, monkeyp
 
 def test_warp_geometry_known_answers():
     rng = np.random.RandomState(0)
-    identity = warp_layer.random_homography(rng, 9, 9)
-    np.testing.assert_allclose(identity, np.eye(3), atol=1e-12)
-    img = np.arange(81, dtype=np.float32).reshape(1, 9, 9)
+    identity = warp_layer.random_homographies(rng, 2, 9, 9)
+    np.testing.assert_allclose(identity, np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
+    img = np.arange(2 * 81, dtype=np.float32).reshape(2, 1, 9, 9)
     np.testing.assert_allclose(warp_layer.warp(img, identity), img)
     # a pure 90-degree rotation about the centre moves the corners round
     angle = np.deg2rad(90)
     c = 4.0
     rot = np.array([[np.cos(angle), np.sin(angle), 0], [-np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     to_c, back = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1]]), np.array([[1, 0, c], [0, 1, c], [0, 0, 1]])
-    np.testing.assert_allclose(warp_layer.warp(img, back @ rot @ to_c)[0], np.rot90(img[0], k=-1), atol=1e-4)
+    turned = warp_layer.warp(img, np.stack([back @ rot @ to_c, identity[1]]))
+    np.testing.assert_allclose(turned[0, 0], np.rot90(img[0, 0], k=-1), atol=1e-4)
+    np.testing.assert_array_equal(turned[1], img[1])
+
+
+def test_warps_drawn_for_a_batch_are_those_drawn_image_by_image():
+    """The batch's draws come in the order each image would draw them with rng.uniform (rotation, scale, shear, two
+    tilts), so a seed gives the same warps as drawing and composing them one image at a time."""
+    params = dict(rotation=12, shear=0.12, scale=(0.9, 1.1), perspective=0.06)
+    batch = warp_layer.random_homographies(np.random.RandomState(3), 4, 26, 20, **params)
+    rng = np.random.RandomState(3)
+    for got in batch:
+        angle = np.deg2rad(rng.uniform(-12, 12))
+        s, k = rng.uniform(0.9, 1.1), rng.uniform(-0.12, 0.12)
+        tilt = rng.uniform(-0.06, 0.06, size=2) / np.array([20, 26])
+        rot = np.array([[np.cos(angle), np.sin(angle), 0], [-np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+        persp = np.eye(3)
+        persp[2, :2] = tilt
+        to_c = np.array([[1, 0, -9.5], [0, 1, -12.5], [0, 0, 1]])
+        back = np.array([[1, 0, 9.5], [0, 1, 12.5], [0, 0, 1]])
+        want = back @ persp @ np.diag([1 / s, 1 / s, 1]) @ np.array([[1, -k, 0], [0, 1, 0], [0, 0, 1]]) @ rot @ to_c
+        np.testing.assert_array_equal(got, want)
 
 
 def test_stratified_subset_counts_and_seed(fashion):
