@@ -301,8 +301,9 @@ def run(quick, work):
                        "forward to fc7", "wall"], stage_rows,
                       "Decode and resize: the decoding thread's time, ahead of the net; they cost wall time only as "
                       "far as the main thread waits for them (`waiting`) or take CPU from the net. The toolkit's "
-                      "decoding thread also waits for Python's GIL, which pycaffe holds through a forward pass, so "
-                      "its decode and resize times include that wait. Wall = waiting + transform + forward. Inputs "
+                      "decoding thread runs beside the net's forward pass only where pycaffe releases Python's GIL "
+                      "for it (patch 0024; stock pycaffe holds it through the pass, and then the decode and resize "
+                      "times include that wait). Wall = waiting + transform + forward. Inputs "
                       "per forward pass: " + ", ".join(f"{r['batch']} ({r['name'].split(':')[0]})" for r in
                                                        cases.values() if "batch" in r)
                       + " (images and their mirror images), for both sides.")]}

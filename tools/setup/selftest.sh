@@ -7,7 +7,8 @@
 # then the tests), and reused. It runs every CPU test of the suite (GPU tests are skipped on a CPU-only
 # build, where one of them aborts), from the source root, as the tests open src/caffe/test/test_data/
 # and examples/images/ by relative path. That covers every layer our patches touch (neuron layers, Dropout, Pooling, LRN,
-# Convolution and Deconvolution, im2col), the math functions, Net, the solvers and the gradient checks.
+# Convolution and Deconvolution, im2col, the data transformer), the math functions, Net, the solvers and the gradient
+# checks. Then pycaffe's own unittest suite, on the installed pycaffe.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -69,11 +70,28 @@ for threads in 1 2; do
   step "OMP_NUM_THREADS=$threads: $result: ${passed:-0} passed of ${count:-?} in $seconds s (log: $log)"
   report+=("| $threads | $result | ${passed:-0} of ${count:-?} | $seconds |")
 done
+# pycaffe's own unittest suite (python/caffe/test: nets, Python layers, solvers, NetSpec, drawing) on the
+# installed pycaffe, which patch 0024 changed (its passes release the GIL); run from outside the source tree
+# so that `import caffe` finds the installed build, not the source's python/caffe.
+log=$logs/selftest-pycaffe.log
+start=$(date +%s)
+if (cd "$logs" && GLOG_minloglevel=2 "$VENV/bin/python" -m unittest discover -s "$tests/python/caffe/test" \
+  -t "$tests/python/caffe/test") >"$log" 2>&1; then
+  result=passed
+else
+  result=FAILED
+  failed=1
+fi
+ran=$(sed -n 's/^Ran \([0-9]*\) tests\? in.*/\1/p' "$log" | tail -1)
+errors=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log" | tail -1)
+seconds=$(($(date +%s) - start))
+step "pycaffe's unittest suite: $result: ${ran:-0} tests${errors:+ ($errors)} in $seconds s (log: $log)"
+report+=("" "pycaffe's own unittest suite (\`python/caffe/test\`, on the installed pycaffe): $result, ${ran:-0} tests${errors:+ ($errors)}, $seconds s.")
 # The README points at this file rather than copying its numbers.
 out=$repo/results/caffe-selftest.md  # make readme publishes it as docs/caffe-selftest.md
 mkdir -p "$(dirname "$out")"
 printf '%s\n' "${report[@]}" >"$out.tmp" && mv "$out.tmp" "$out"
 step "summary: $out"
 if ((failed)); then
-  die "Caffe's test suite" "$logs/selftest-*-threads.log" "the '[  FAILED  ]' lines name the tests"
+  die "Caffe's test suite" "$logs/selftest-*.log" "the '[  FAILED  ]' lines (GoogleTest) or 'FAIL:' / 'ERROR:' lines (pycaffe) name the tests"
 fi
