@@ -55,36 +55,44 @@ report=("# Caffe's own test suite on the toolkit's build (\`make caffe-selftest\
   "suite, built from the same source, patches and flags as the installed build:"
   "\`$(basename "$prefix")\` (patches: $(sed -n 's/^patches=//p' "$prefix/.complete" | xargs -n1 basename | tr '\n' ' '))." ""
   "| OMP_NUM_THREADS | result | tests passed | seconds |" "|---|---|---|---|")
-for threads in 1 2; do
-  log=$logs/selftest-$threads-threads.log
+# suite LOG COMMAND...: runs the command in a subshell, its output into LOG; sets result, seconds and, on a
+# failure, failed=1.
+suite() {
+  local log=$1 start
+  shift
   start=$(date +%s)
-  if (cd "$tests" && LD_LIBRARY_PATH=$tests/test-lib GOMP_SPINCOUNT=10000 OMP_NUM_THREADS=$threads GLOG_minloglevel=2 ./test.testbin --gtest_filter='-*GPU*') >"$log" 2>&1; then
+  if ("$@") >"$log" 2>&1; then
     result=passed
   else
     result=FAILED
     failed=1
   fi
-  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\?\..*/\1/p' "$log" | tail -1)
-  count=$(sed -n 's/^\[==========\] \([0-9]*\) tests\? from \([0-9]*\) test cases\? ran.*/\1 tests from \2 test cases/p' "$log" | tail -1)
   seconds=$(($(date +%s) - start))
-  step "OMP_NUM_THREADS=$threads: $result: ${passed:-0} passed of ${count:-?} in $seconds s (log: $log)"
-  report+=("| $threads | $result | ${passed:-0} of ${count:-?} | $seconds |")
-done
+}
+googletest() {
+  cd "$tests" && LD_LIBRARY_PATH=$tests/test-lib GOMP_SPINCOUNT=10000 OMP_NUM_THREADS=$1 GLOG_minloglevel=2 \
+    ./test.testbin --gtest_filter='-*GPU*'
+}
 # pycaffe's own unittest suite (python/caffe/test: nets, Python layers, solvers, NetSpec, drawing) on the
 # installed pycaffe, which patch 0024 changed (its passes release the GIL); run from outside the source tree
 # so that `import caffe` finds the installed build, not the source's python/caffe.
+pycaffe_unittest() {
+  cd "$logs" && GLOG_minloglevel=2 "$VENV/bin/python" -m unittest discover -s "$tests/python/caffe/test" \
+    -t "$tests/python/caffe/test"
+}
+
+for threads in 1 2; do
+  log=$logs/selftest-$threads-threads.log
+  suite "$log" googletest "$threads"
+  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\?\..*/\1/p' "$log" | tail -1)
+  count=$(sed -n 's/^\[==========\] \([0-9]*\) tests\? from \([0-9]*\) test cases\? ran.*/\1 tests from \2 test cases/p' "$log" | tail -1)
+  step "OMP_NUM_THREADS=$threads: $result: ${passed:-0} passed of ${count:-?} in $seconds s (log: $log)"
+  report+=("| $threads | $result | ${passed:-0} of ${count:-?} | $seconds |")
+done
 log=$logs/selftest-pycaffe.log
-start=$(date +%s)
-if (cd "$logs" && GLOG_minloglevel=2 "$VENV/bin/python" -m unittest discover -s "$tests/python/caffe/test" \
-  -t "$tests/python/caffe/test") >"$log" 2>&1; then
-  result=passed
-else
-  result=FAILED
-  failed=1
-fi
+suite "$log" pycaffe_unittest
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\? in.*/\1/p' "$log" | tail -1)
 errors=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log" | tail -1)
-seconds=$(($(date +%s) - start))
 step "pycaffe's unittest suite: $result: ${ran:-0} tests${errors:+ ($errors)} in $seconds s (log: $log)"
 report+=("" "pycaffe's own unittest suite (\`python/caffe/test\`, on the installed pycaffe): $result, ${ran:-0} tests${errors:+ ($errors)}, $seconds s.")
 # The README points at this file rather than copying its numbers.
