@@ -296,9 +296,12 @@ def test_ctrl_c_during_a_download_ends_in_one_line_with_status_130_and_keeps_the
 
     weights = bytes(range(256)) * 4096  # 1 MB
     server.add("/alexnet.caffemodel", weights, faults=[Stall(seconds=30, after=300_000)])
+    # SIGINT at its default in the child, as in a terminal's foreground job: a test run started in the background
+    # (`cmd &`, e.g. CI under nohup) inherits it ignored, and Python then never turns it into KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "tools.download_model", "bvlc_alexnet", "--out", str(tmp_path),
                              "--url", server.url("/alexnet.caffemodel")], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 30  # the downloader writes whole 64 kB chunks: 4 of them before the stall
     while not any(p.stat().st_size >= 4 << 16 for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.05)
