@@ -770,3 +770,47 @@ def test_a_damaged_lmdb_manifest_is_refused_in_one_line_and_the_records_still_co
                             "line 1 column 13 (char 12)). Fix: run `make data` again")
     assert lmdb_io.label_counts(lmdb) == counts, "the label check needs the records, not the manifest"
     assert (lmdb / "manifest.json").read_text() == CUT, "a refused file was changed"
+
+
+RAISING_LAYER = '''
+import caffe
+
+
+class Raises(caffe.Layer):
+    def setup(self, bottom, top):
+        raise ValueError("set-up refused")
+'''
+
+
+def test_net_shapes_builds_nets_in_one_child_that_survives_exceptions_and_is_replaced_after_an_abort(
+        tmp_path, monkeypatch):
+    """The snapshot checks' net shapes come from one long-lived child per run (not a process per net): its shapes
+    are Caffe's own; a net whose set-up raises in Python gets None and the same child goes on; a CHECK failure,
+    which aborts the child, gets None too, and the next net a new child."""
+    from caffe.proto import caffe_pb2
+
+    (tmp_path / "raising_layer.py").write_text(RAISING_LAYER)
+
+    def solver_for(name, build):
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=[2, 3, 8, 8]))
+        n.top = build(n.data)
+        write_prototxt(tmp_path / f"{name}.prototxt", n.to_proto())
+        return caffe_pb2.SolverParameter(net=f"{name}.prototxt")
+
+    conv = solver_for("conv", lambda d: L.Convolution(d, num_output=4, kernel_size=3))
+    fc = solver_for("fc", lambda d: L.InnerProduct(d, num_output=5))
+    raising = solver_for("raising", lambda d: L.Python(d, module="raising_layer", layer="Raises"))
+    aborting = solver_for("aborting", lambda d: L.Convolution(d, num_output=0, kernel_size=3))
+    ask = dict(cwd=tmp_path, pythonpath=(tmp_path,))
+
+    assert preflight.net_shapes(conv, **ask) == {"top": [(4, 3, 3, 3), (4,)]}
+    worker = preflight._workers[(str(tmp_path),)]
+    assert preflight.net_shapes(fc, **ask) == {"top": [(5, 192), (5,)]}
+    assert preflight.net_shapes(raising, **ask) is None
+    assert preflight._workers[(str(tmp_path),)] is worker and worker.poll() is None, "one child, still running"
+    assert preflight.net_shapes(aborting, **ask) is None
+    assert worker.poll() is not None, "Caffe's CHECK failure aborted the child"
+    again = solver_for("again", lambda d: L.Convolution(d, num_output=2, kernel_size=1))
+    assert preflight.net_shapes(again, **ask) == {"top": [(2, 3, 1, 1), (2,)]}
+    assert preflight._workers[(str(tmp_path),)] is not worker
