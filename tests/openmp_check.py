@@ -81,30 +81,45 @@ def main(out):
         fd.append((loss_and_grad(net, xp, weights)[0] - loss_and_grad(net, xm, weights)[0]) / 2e-2)
     saved |= {"fd_coords": np.asarray(coords), "fd": np.asarray(fd), "fd_grad": grad[tuple(np.asarray(coords).T)]}
     # Dropout's mask in TRAIN: seeded, so it must not depend on the number of threads
-    from caffe import layers as L
-
-    d = caffe.NetSpec()
-    d.data = L.Input(shape=dict(dim=[3, 8, 64, 64]))  # 98,304 values: more than one chunk of the mask
-    d.drop = L.Dropout(d.data, dropout_ratio=0.5)
-    path = Path(out).with_name("dropout.prototxt")
-    path.write_text(str(d.to_proto()))
     caffe.set_random_seed(11)
-    dnet = caffe.Net(str(path), caffe.TRAIN)
+    # 3x8x64x64 = 98,304 values: more than one chunk of the mask
+    dnet = one_layer_net(Path(out).with_name("dropout.prototxt"), (3, 8, 64, 64), "Dropout", caffe.TRAIN,
+                         dropout_ratio=0.5)
     dnet.blobs["data"].data[...] = 1
     dnet.forward()
-    saved["dropout"] = dnet.blobs["drop"].data.copy()
+    saved["dropout"] = dnet.blobs["top"].data.copy()
     saved |= relu_backward(Path(out).with_name("relu.prototxt"), rng)
     saved |= im2col_layers(Path(out).with_name("im2col.prototxt"), rng)
     saved |= lrn_phases(Path(out).with_name("lrn.prototxt"), rng)
     np.savez(out, **saved)
 
 
-def relu_backward(path: Path, rng) -> dict:
-    """ReLU's data gradient for a given top gradient: in place with negative_slope 0 (as in Caffe's nets), and
-    into a blob of its own with negative_slope 0.1. 2x16x32x32 = 32,768 values: the parallel loop."""
+def one_layer_net(path: Path, shape, layer_type, phase=None, **params):
+    """A net of an Input blob `data` of `shape` and one layer of `layer_type` with `params` on it, as blob `top`
+    (in place: into `data`), with force_backward, written to `path`."""
     import caffe
     from caffe import layers as L
 
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(shape)))
+    n.top = getattr(L, layer_type)(n.data, **params)
+    proto = n.to_proto()
+    proto.force_backward = True
+    path.write_text(str(proto))
+    return caffe.Net(str(path), caffe.TEST if phase is None else phase)
+
+
+def forward_backward(net, x, top_diff, top="top"):
+    """Forward `x` from `data`, backward `top_diff` from `top`; the net's blobs hold the results."""
+    net.blobs["data"].data[...] = x
+    net.forward()
+    net.blobs[top].diff[...] = top_diff
+    net.backward()
+
+
+def relu_backward(path: Path, rng) -> dict:
+    """ReLU's data gradient for a given top gradient: in place with negative_slope 0 (as in Caffe's nets), and
+    into a blob of its own with negative_slope 0.1. 2x16x32x32 = 32,768 values: the parallel loop."""
     shape = (2, 16, 32, 32)
     x = rng.uniform(-1, 1, shape).astype(np.float32)
     flat = x.reshape(-1)
@@ -114,19 +129,10 @@ def relu_backward(path: Path, rng) -> dict:
     top_diff = rng.uniform(-1, 1, shape).astype(np.float32)
     out = {"relu_x": x, "relu_top_diff": top_diff}
     for key, slope, in_place in (("relu", 0.0, True), ("leaky", 0.1, False)):
-        n = caffe.NetSpec()
-        n.data = L.Input(shape=dict(dim=list(shape)))
-        n.top = L.ReLU(n.data, negative_slope=slope, in_place=in_place)
-        proto = n.to_proto()
-        proto.force_backward = True
-        path.write_text(str(proto))
-        net = caffe.Net(str(path), caffe.TEST)
-        net.blobs["data"].data[...] = x
-        net.forward()
-        top = "data" if in_place else "top"
-        out[f"{key}_bottom_data"] = net.blobs["data"].data.copy()  # in place: ReLU's output, what backward reads
-        net.blobs[top].diff[...] = top_diff
-        net.backward()
+        net = one_layer_net(path, shape, "ReLU", negative_slope=slope, in_place=in_place)
+        forward_backward(net, x, top_diff, top="data" if in_place else "top")
+        # in place, the bottom holds ReLU's output, which its backward pass reads
+        out[f"{key}_bottom_data"] = net.blobs["data"].data.copy()
         out[f"{key}_grad"] = net.blobs["data"].diff.copy()
     return out
 
@@ -148,52 +154,34 @@ IM2COL_CASES = (
 def im2col_layers(path: Path, rng) -> dict:
     """Each IM2COL_CASES layer's output and its data gradient for an integer-valued top gradient (so that
     col2im's sums are exact in float32 whatever their order)."""
-    import caffe
-    from caffe import layers as L
-
     out = {}
     for name, shape, conv in IM2COL_CASES:
-        n = caffe.NetSpec()
-        n.data = L.Input(shape=dict(dim=list(shape)))
-        n.col = L.Im2col(n.data, convolution_param=conv)
-        proto = n.to_proto()
-        proto.force_backward = True
-        path.write_text(str(proto))
-        net = caffe.Net(str(path), caffe.TEST)
+        net = one_layer_net(path, shape, "Im2col", convolution_param=conv)
         x = rng.uniform(-1, 1, shape).astype(np.float32)
-        top_diff = rng.randint(-8, 9, net.blobs["col"].data.shape).astype(np.float32)
-        net.blobs["data"].data[...] = x
-        net.forward()
-        net.blobs["col"].diff[...] = top_diff
-        net.backward()
-        out |= {f"im2col_{name}_x": x, f"im2col_{name}_col": net.blobs["col"].data.copy(),
+        top_diff = rng.randint(-8, 9, net.blobs["top"].data.shape).astype(np.float32)
+        forward_backward(net, x, top_diff)
+        out |= {f"im2col_{name}_x": x, f"im2col_{name}_col": net.blobs["top"].data.copy(),
                 f"im2col_{name}_top_diff": top_diff, f"im2col_{name}_grad": net.blobs["data"].diff.copy()}
     return out
+
+
+# Cross-channel LRN of lrn_phases; tests/test_openmp.py computes the same from these
+LRN_PARAMS = dict(local_size=5, alpha=0.1, beta=0.75, k=2.0)
 
 
 def lrn_phases(path: Path, rng) -> dict:
     """Cross-channel LRN's output and data gradient in a TRAIN and in a TEST net (patch 0023 keeps the forward
     pass's powers for backward in TRAIN only), on a batch of 3 (the parallel loop over images)."""
     import caffe
-    from caffe import layers as L
 
     shape = (3, 7, 6, 5)
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=list(shape)))
-    n.norm = L.LRN(n.data, local_size=5, alpha=1e-1, beta=0.75, k=2.0)
-    proto = n.to_proto()
-    proto.force_backward = True
-    path.write_text(str(proto))
     x = rng.uniform(-2, 2, shape).astype(np.float32)
     top_diff = rng.uniform(-1, 1, shape).astype(np.float32)
     out = {"lrn_x": x, "lrn_top_diff": top_diff}
     for phase, name in ((caffe.TRAIN, "train"), (caffe.TEST, "test")):
-        net = caffe.Net(str(path), phase)
-        net.blobs["data"].data[...] = x
-        net.forward()
-        net.blobs["norm"].diff[...] = top_diff
-        net.backward()
-        out |= {f"lrn_{name}_top": net.blobs["norm"].data.copy(), f"lrn_{name}_grad": net.blobs["data"].diff.copy()}
+        net = one_layer_net(path, shape, "LRN", phase, **LRN_PARAMS)
+        forward_backward(net, x, top_diff)
+        out |= {f"lrn_{name}_top": net.blobs["top"].data.copy(), f"lrn_{name}_grad": net.blobs["data"].diff.copy()}
     return out
 
 

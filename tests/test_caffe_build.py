@@ -130,7 +130,6 @@ def test_data_layer_transform_center_crop_and_random_crops(tmp_path, fashion):
 
 
 def test_image_data_layer_reads_jpegs_in_bgr(tmp_path):
-
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :24, 0] = 250  # left half red
     rgb[:, 24:, 2] = 250  # right half blue
@@ -187,6 +186,7 @@ def test_image_data_transform_is_caffes_arithmetic_to_the_bit(tmp_path, rng, mea
             transform["mean_file"] = str(tmp_path / f"{color}.binaryproto")
         else:
             means = [0.0] * channels
+        candidates = [image_data_transform_candidates(image, 9, means, 0.25) for image in bgr]
         seen = set()
         for phase in (caffe.TRAIN, caffe.TEST):
             n = caffe.NetSpec()
@@ -196,9 +196,7 @@ def test_image_data_transform_is_caffes_arithmetic_to_the_bit(tmp_path, rng, mea
             for _ in range(8 if phase == caffe.TRAIN else 2):
                 net.forward()
                 for out, label in zip(net.blobs["data"].data, net.blobs["label"].data, strict=True):
-                    found = [key for key, want in image_data_transform_candidates(bgr[int(label)], 9, means,
-                                                                                  0.25).items()
-                             if want.tobytes() == out.tobytes()]
+                    found = [key for key, want in candidates[int(label)].items() if want.tobytes() == out.tobytes()]
                     assert found, f"image {int(label)} ({mean}, colour {color}): no allowed crop gives this output"
                     if phase == caffe.TEST:  # the centre crop (Caffe mirrors in TEST too when asked to)
                         assert any(key[:2] == (2, 4) for key in found), found

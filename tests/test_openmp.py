@@ -94,6 +94,13 @@ def im2col_conv(x, w, b, pad, group):
     return out
 
 
+def lrn_reference(v, local_size, alpha, beta, k):
+    """Cross-channel LRN by its definition: v / (k + alpha / n * sum of v^2 over n channels around) ^ beta."""
+    half = (local_size - 1) // 2
+    sq = np.pad(v ** 2, ((0, 0), (half, local_size - 1 - half), (0, 0), (0, 0)))
+    return v * (k + alpha / local_size * sum(sq[:, i:i + v.shape[1]] for i in range(local_size))) ** -beta
+
+
 def test_forward_known_answers(runs):
     _, two = runs
     conv = im2col_conv(two["x"], two["weight_conv_0"], two["weight_conv_1"], pad=1, group=2)
@@ -101,9 +108,7 @@ def test_forward_known_answers(runs):
     relu = np.maximum(conv, 0)
     np.testing.assert_array_equal(two["blob_relu"], np.maximum(two["blob_conv"], 0))
     assert (two["blob_relu"] == 0).mean() > 0.2, "the ReLU cuts something"
-    sq = np.pad(relu ** 2, ((0, 0), (1, 1), (0, 0), (0, 0)))
-    scale = 1.0 + 0.5 / 3 * (sq[:, :-2] + sq[:, 1:-1] + sq[:, 2:])
-    lrn = relu * scale ** -0.75
+    lrn = lrn_reference(relu, local_size=3, alpha=0.5, beta=0.75, k=1.0)
     np.testing.assert_allclose(two["blob_norm"], lrn, rtol=1e-4, atol=1e-5)
     maxpool = np.stack([[lrn[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(2, 3)) for j in range(5)]
                         for i in range(5)]).transpose(2, 3, 0, 1)
@@ -175,11 +180,12 @@ def test_lrn_in_training_keeps_its_powers_without_changing_a_bit(runs):
         for key in ("top", "grad"):
             np.testing.assert_array_equal(got[f"lrn_train_{key}"].view(np.uint32),
                                           got[f"lrn_test_{key}"].view(np.uint32), err_msg=key)
+    from openmp_check import LRN_PARAMS
+
     x, r = runs[0]["lrn_x"].astype(np.float64), runs[0]["lrn_top_diff"].astype(np.float64)
 
     def lrn(v):
-        sq = np.pad(v ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
-        return v * (2.0 + 0.1 / 5 * sum(sq[:, i:i + v.shape[1]] for i in range(5))) ** -0.75
+        return lrn_reference(v, **LRN_PARAMS)
 
     np.testing.assert_allclose(runs[0]["lrn_train_top"], lrn(x), rtol=1e-5, atol=1e-6)
     for c in [(0, 0, 0, 0), (1, 3, 2, 4), (2, 6, 5, 1), (1, 1, 3, 0)]:
