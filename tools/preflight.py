@@ -76,6 +76,7 @@ def _answer(proc, timeout) -> bytes | None:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             proc.kill()
+            proc.wait()  # so that the next request sees it ended and starts another
             return None
         chunk = os.read(fd, 65536)
         if not chunk:  # the child ended: a CHECK failure aborted it
@@ -117,6 +118,7 @@ def _net_shapes(key, cwd, level, stages, pythonpath, timeout=600):
             proc.stdin.flush()
         except OSError:  # it died since the last request
             proc.kill()
+            proc.wait()
             return None
         answer = _answer(proc, timeout)
     shapes = json.loads(answer) if answer else None
